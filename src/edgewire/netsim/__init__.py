@@ -1,0 +1,1 @@
+"""netsim subsystem."""

@@ -1,0 +1,90 @@
+"""Session settings and the aioquic configuration edgewire needs."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import TextIO
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.logger import QuicLogger
+
+from edgewire.errors import LocalProtocolError
+
+__all__ = ["ALPN", "SessionConfig", "quic_configuration"]
+
+#: ALPN token of edgewire sessions.
+ALPN = "edgewire/1"
+#: Largest DATAGRAM frame edgewire accepts (transport parameter max_datagram_frame_size).
+MAX_DATAGRAM_FRAME = 65536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionConfig:
+    """Settings of an edgewire session beyond QUIC's."""
+
+    max_channels: int = 64
+    """Channels the peer may open; one more closes with CHANNEL_LIMIT_EXCEEDED."""
+    hello_timeout: float = 10.0
+    """Seconds after the QUIC handshake (or connect) for the edgewire hello to finish."""
+    max_events: int = 65536
+    """Events held for the driver; beyond it real-time messages are dropped and counted."""
+    early_datagrams: int = 64
+    """Datagrams held for channels whose open message has not arrived yet."""
+    early_datagram_ttl: float = 1.0
+    """Seconds such datagrams are held before being dropped."""
+    max_unknown_stream_bytes: int = 8 << 20
+    """Bytes held on a stream whose channel is not open yet."""
+    software: str = "edgewire"
+    """Implementation name sent in the hello."""
+
+    def __post_init__(self) -> None:
+        if self.max_channels < 1 or self.max_channels > 32768:
+            raise LocalProtocolError("max_channels must be in 1..32768")
+        if self.hello_timeout <= 0:
+            raise LocalProtocolError("hello_timeout must be positive")
+
+
+def quic_configuration(
+    *,
+    is_client: bool,
+    server_name: str | None = None,
+    cafile: str | None = None,
+    cadata: bytes | None = None,
+    insecure: bool = False,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    congestion_control: str = "reno",
+    idle_timeout: float = 30.0,
+    max_datagram_size: int = 1200,
+    secrets_log_file: TextIO | None = None,
+    quic_logger: QuicLogger | None = None,
+) -> QuicConfiguration:
+    """A QuicConfiguration with edgewire's ALPN and DATAGRAM support.
+
+    Clients verify the server's certificate (system trust store, or ``cafile``/``cadata``)
+    unless ``insecure`` is set. Servers need ``certfile`` and ``keyfile``.
+    """
+    config = QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=[ALPN],
+        max_datagram_frame_size=MAX_DATAGRAM_FRAME,
+        congestion_control_algorithm=congestion_control,
+        idle_timeout=idle_timeout,
+        max_datagram_size=max_datagram_size,
+        secrets_log_file=secrets_log_file,
+        quic_logger=quic_logger,
+        server_name=server_name,
+        # windows large enough that flow control does not cap bulk embeddings on fast links
+        max_data=16 << 20,
+        max_stream_data=8 << 20,
+    )
+    if is_client:
+        config.verify_mode = ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED
+        if cafile is not None or cadata is not None:
+            config.load_verify_locations(cafile=cafile, cadata=cadata)
+    else:
+        if certfile is None:
+            raise LocalProtocolError("a server needs a certificate (certfile and keyfile)")
+        config.load_cert_chain(certfile, keyfile)
+    return config

@@ -1,0 +1,113 @@
+"""Events a :class:`~edgewire.transport.session.Session` hands to its driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgewire.transport.qos import ChannelKind, QoS
+
+__all__ = [
+    "AppMessageReceived",
+    "ChannelClosed",
+    "ChannelOpened",
+    "Event",
+    "FrameLost",
+    "MessageReceived",
+    "SessionClosed",
+    "SessionReady",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionReady:
+    """The QUIC handshake and the edgewire hello are done; channels can be used."""
+
+    version: int
+    """Negotiated edgewire protocol version."""
+    peer_software: str
+    """Implementation name the peer sent in its hello."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelOpened:
+    """The peer opened a channel."""
+
+    channel_id: int
+    """Id of the new channel."""
+    kind: ChannelKind
+    """Its kind."""
+    name: str
+    """Its name."""
+    qos: QoS
+    """The QoS the peer announced."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelClosed:
+    """The peer will send nothing more on a channel."""
+
+    channel_id: int
+    """The closed channel."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    """A whole message arrived on a channel."""
+
+    channel_id: int
+    """Channel it arrived on."""
+    payload: Any
+    """bytes (audio, video), TokenMessage (tokens) or numpy.ndarray (embeddings)."""
+    timestamp: float
+    """Capture time on this side's clock (sender time corrected by the clock offset)."""
+    latency: float
+    """Seconds from capture to delivery."""
+    frame_id: int = 0
+    """Frame counter for audio and video; message counter for reliable channels."""
+    keyframe: bool = False
+    """Video keyframe flag."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameLost:
+    """A real-time frame will not be delivered."""
+
+    channel_id: int
+    """Channel of the frame."""
+    frame_id: int
+    """Its id."""
+    reason: str
+    """"incomplete" (fragments missing at the deadline), "late" (complete after the
+    deadline) or "evicted" (reassembly table full)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppMessageReceived:
+    """The peer sent an application message on the control stream."""
+
+    body: Any
+    """The decoded CBOR value."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionClosed:
+    """The connection is closed; the session is finished."""
+
+    error_code: int
+    """Application or transport error code (0 when closed cleanly)."""
+    reason: str
+    """Reason phrase."""
+    by_peer: bool
+    """True if the peer closed it."""
+
+
+Event = (
+    SessionReady
+    | ChannelOpened
+    | ChannelClosed
+    | MessageReceived
+    | FrameLost
+    | AppMessageReceived
+    | SessionClosed
+)

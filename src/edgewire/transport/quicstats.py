@@ -1,0 +1,93 @@
+"""The one module that reads aioquic's private state.
+
+aioquic has no public statistics API: RTT, congestion window and bytes in flight live on
+private attributes of ``QuicConnection`` and its recovery object. Everything edgewire needs
+from there is read here, so an aioquic upgrade breaks this file and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from aioquic.quic.connection import QuicConnection
+
+__all__ = [
+    "QuicStats",
+    "host_connection_ids",
+    "max_datagram_payload",
+    "pending_datagram_bytes",
+    "read_quic_stats",
+    "unsent_stream_bytes",
+]
+
+#: Bytes of a 1-RTT packet around one DATAGRAM frame, beyond the connection id: first byte,
+#: packet number (at most 4), AEAD tag (16), frame type (1) and length varint (at most 4).
+_PACKET_OVERHEAD = 1 + 4 + 16 + 1 + 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuicStats:
+    """A snapshot of the QUIC connection's loss-recovery and congestion state."""
+
+    rtt_latest: float | None
+    """Most recent RTT sample in seconds (None before the first sample)."""
+    rtt_smoothed: float | None
+    """Smoothed RTT (RFC 9002) in seconds."""
+    rtt_min: float | None
+    """Minimum RTT seen, seconds."""
+    rtt_variance: float | None
+    """RTT variation, seconds."""
+    cwnd_bytes: int
+    """Congestion window."""
+    bytes_in_flight: int
+    """Bytes sent and not yet acknowledged or declared lost."""
+
+
+def read_quic_stats(quic: QuicConnection) -> QuicStats:
+    """Snapshot of RTT, cwnd and bytes in flight."""
+    loss = quic._loss
+    have_rtt = bool(loss._rtt_initialized)
+    return QuicStats(
+        rtt_latest=loss._rtt_latest if have_rtt else None,
+        rtt_smoothed=loss._rtt_smoothed if have_rtt else None,
+        rtt_min=loss._rtt_min if have_rtt and math.isfinite(loss._rtt_min) else None,
+        rtt_variance=loss._rtt_variance if have_rtt else None,
+        cwnd_bytes=int(loss.congestion_window),
+        bytes_in_flight=int(loss.bytes_in_flight),
+    )
+
+
+def send_budget(quic: QuicConnection) -> int:
+    """Bytes the congestion window can take now (may be negative)."""
+    loss = quic._loss
+    return int(loss.congestion_window) - int(loss.bytes_in_flight)
+
+
+def pending_datagram_bytes(quic: QuicConnection) -> int:
+    """Bytes of DATAGRAM payload handed to aioquic and not yet put in a packet."""
+    return sum(len(d) for d in quic._datagrams_pending)
+
+
+def pending_datagram_count(quic: QuicConnection) -> int:
+    """Number of DATAGRAMs handed to aioquic and not yet put in a packet."""
+    return len(quic._datagrams_pending)
+
+
+def unsent_stream_bytes(quic: QuicConnection, stream_id: int) -> int:
+    """Bytes written to a stream that aioquic has not sent yet (0 for an unknown stream)."""
+    stream = quic._streams.get(stream_id)
+    if stream is None:
+        return 0
+    return sum(r.stop - r.start for r in stream.sender._pending)
+
+
+def max_datagram_payload(quic: QuicConnection) -> int:
+    """Largest DATAGRAM frame payload that fits in one packet of this connection."""
+    cid_len = len(quic._peer_cid.cid) if quic._peer_cid.cid else 20
+    return int(quic._max_datagram_size) - cid_len - _PACKET_OVERHEAD
+
+
+def host_connection_ids(quic: QuicConnection) -> list[bytes]:
+    """Connection ids this endpoint has issued (a server routes datagrams by them)."""
+    return [c.cid for c in quic._host_cids]

@@ -1,0 +1,515 @@
+"""The edgewire session: four kinds of channel over one aioquic ``QuicConnection``, sans-I/O.
+
+A driver (``edgewire.aio`` over UDP sockets, ``edgewire.netsim`` in virtual time) feeds it
+datagrams and timer expiries with the current time, sends what ``datagrams_to_send`` returns
+and re-arms its timer from ``get_timer``. After every call it drains ``next_event``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress, QuicConnection
+
+from edgewire.errors import (
+    ConnectionClosedError,
+    LocalProtocolError,
+    MessageTooLargeError,
+    RemoteProtocolError,
+)
+from edgewire.transport import control as ctl
+from edgewire.transport import quicstats
+from edgewire.transport.channel import ChannelInfo, ChannelState
+from edgewire.transport.config import ALPN, SessionConfig
+from edgewire.transport.events import (
+    AppMessageReceived,
+    ChannelOpened,
+    Event,
+    MessageReceived,
+    SessionClosed,
+    SessionReady,
+)
+from edgewire.transport.messages import TokenMessage, encode_array, encode_tokens
+from edgewire.transport.qos import ChannelKind, QoS, default_qos
+from edgewire.transport.receive import Receiver
+from edgewire.transport.scheduler import PriorityOrder, earliest
+from edgewire.transport.stats import ChannelStats, SessionCounters
+from edgewire.transport.wire import (
+    FLAG_KEYFRAME,
+    HEADER_SIZE,
+    PROTOCOL_VERSION,
+    ErrorCode,
+    RecordReader,
+    encode_header,
+    encode_record,
+    encode_stream_prefix,
+)
+
+__all__ = ["Session"]
+
+#: Packet bytes around a DATAGRAM payload, counted against the congestion window.
+K_DATAGRAM_OVERHEAD = 40  # bytes
+#: Versions this implementation speaks.
+SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
+
+
+class Session(Receiver):
+    """One edgewire session (client or server side) over one QUIC connection."""
+
+    def __init__(
+        self,
+        configuration: QuicConfiguration,
+        *,
+        config: SessionConfig | None = None,
+        original_destination_connection_id: bytes | None = None,
+    ) -> None:
+        if ALPN not in (configuration.alpn_protocols or []):
+            raise LocalProtocolError(f"QUIC configuration must offer ALPN {ALPN!r}")
+        if not configuration.max_datagram_frame_size:
+            raise LocalProtocolError("QUIC configuration must enable DATAGRAM frames")
+        super().__init__(config or SessionConfig())
+        self.is_client = configuration.is_client
+        self.quic = QuicConnection(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_connection_id,
+        )
+        self._order = PriorityOrder()
+        self._next_local_id = 0 if self.is_client else 1
+        self._control_stream: int | None = None
+        self._control_reader = RecordReader(max_record=ctl.MAX_CONTROL_RECORD)
+        self._hello_deadline: float | None = None
+        self._hello_sent_at = 0.0
+        self.version: int | None = None
+
+    # ------------------------------------------------------------------ driver interface
+
+    def connect(self, addr: NetworkAddress, *, now: float) -> None:
+        """Start the QUIC handshake (client only)."""
+        if not self.is_client:
+            raise LocalProtocolError("connect() is for the client side")
+        self.quic.connect(addr, now=now)
+        self._hello_deadline = now + self.config.hello_timeout
+
+    def receive_datagram(self, data: bytes, addr: NetworkAddress, *, now: float) -> None:
+        """Process one UDP datagram from the network."""
+        if self._hello_deadline is None and not self.is_client:
+            self._hello_deadline = now + self.config.hello_timeout
+        self.quic.receive_datagram(data, addr, now=now)
+        self._process_quic_events(now)
+
+    def handle_timer(self, *, now: float) -> None:
+        """Call when the time from ``get_timer`` has come."""
+        qt = self.quic.get_timer()
+        if qt is not None and qt <= now:
+            self.quic.handle_timer(now=now)
+            self._process_quic_events(now)
+        if not self.ready and self._hello_deadline is not None and now >= self._hello_deadline:
+            self.close(ErrorCode.HELLO_TIMEOUT, "edgewire hello did not complete", now=now)
+        self._expire_receive(now)
+        for state in self._channels.values():
+            if state.dgram_queue is not None:
+                state.dgram_queue.expire(now)
+
+    def get_timer(self) -> float | None:
+        """Earliest time at which ``handle_timer`` must be called, or None."""
+        if self.closed:
+            return self.quic.get_timer()
+        send_deadlines = [
+            s.dgram_queue.next_deadline() for s in self._channels.values()
+            if s.dgram_queue is not None and len(s.dgram_queue)
+        ]
+        return earliest(
+            self.quic.get_timer(),
+            None if self.ready else self._hello_deadline,
+            self._receive_timer(),
+            *send_deadlines,
+        )
+
+    def datagrams_to_send(self, *, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        """UDP datagrams to send now, with their destinations."""
+        if self.ready and not self.closed:
+            self._fill(now)
+        return self.quic.datagrams_to_send(now=now)
+
+    def next_event(self) -> Event | None:
+        """Next event for the application, or None."""
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ application API
+
+    @property
+    def ready(self) -> bool:
+        """True once the hello exchange is done and channels can be used."""
+        return self.version is not None
+
+    def open_channel(
+        self, kind: ChannelKind | str, *, name: str | None = None, qos: QoS | None = None,
+        now: float,
+    ) -> int:
+        """Open a channel of ``kind``; returns its id. The peer gets a ChannelOpened event."""
+        self._check_usable()
+        kind = ChannelKind(kind) if kind in ChannelKind._value2member_map_ else None  # type: ignore[assignment]
+        if kind is None:
+            raise LocalProtocolError(
+                f"unknown channel kind; expected one of {[k.value for k in ChannelKind]}"
+            )
+        qos = qos or default_qos(kind)
+        if qos.reliable != kind.reliable:
+            raise LocalProtocolError(f"{kind.value} channels must have reliable={kind.reliable}")
+        name = kind.value if name is None else name
+        if len(name) > 256:
+            raise LocalProtocolError("channel name longer than 256 characters")
+        if self._next_local_id > 0xFFFF:
+            raise LocalProtocolError("no channel ids left in this session")
+        channel_id = self._next_local_id
+        self._next_local_id += 2
+        info = ChannelInfo(channel_id=channel_id, kind=kind, name=name, qos=qos, local=True)
+        self._add_channel(info)
+        self._send_control(ctl.OpenChannel(channel_id=channel_id, kind=kind, name=name, qos=qos))
+        return channel_id
+
+    def send(
+        self,
+        channel_id: int,
+        payload: Any,
+        *,
+        now: float,
+        timestamp: float | None = None,
+        keyframe: bool = False,
+    ) -> None:
+        """Queue one message: bytes (audio, video), TokenMessage or a sequence of token ids
+        (tokens), or a numpy array (embeddings). ``timestamp`` is the capture time on this
+        side's clock (default ``now``); real-time deadlines count from it."""
+        self._check_usable()
+        state = self._channels.get(channel_id)
+        if state is None:
+            raise LocalProtocolError(f"no channel {channel_id} in this session")
+        if state.closed_local:
+            raise LocalProtocolError(f"channel {channel_id} is closed")
+        info = state.info
+        ts = now if timestamp is None else timestamp
+        if info.kind is ChannelKind.TOKENS:
+            if isinstance(payload, TokenMessage):
+                body = encode_tokens(tuple(payload.ids), payload.text, ts)
+            elif isinstance(payload, Sequence) and not isinstance(payload, str | bytes):
+                body = encode_tokens(tuple(payload), None, ts)
+            else:
+                raise LocalProtocolError("tokens channels send a TokenMessage or token ids")
+            self._queue_record(state, body, len(body))
+        elif info.kind is ChannelKind.EMBEDDINGS:
+            body = encode_array(payload, ts)
+            self._queue_record(state, body, len(body))
+        else:
+            if not isinstance(payload, bytes | bytearray | memoryview):
+                raise LocalProtocolError(f"{info.kind.value} channels send bytes")
+            self._queue_frame(state, bytes(payload), ts, keyframe, now)
+
+    def close_channel(self, channel_id: int, *, now: float) -> None:
+        """Send nothing more on a channel; queued data is still delivered."""
+        self._check_usable()
+        state = self._channels.get(channel_id)
+        if state is None or state.closed_local:
+            raise LocalProtocolError(f"channel {channel_id} is not open")
+        state.closed_local = True
+        state.fin_pending = state.stream_queue is not None
+        self._send_control(ctl.CloseChannel(channel_id=channel_id,
+                                            messages=state.stats.sent_messages))
+
+    def send_app_message(self, body: Any, *, now: float) -> None:
+        """Send a small CBOR-encodable value to the peer on the control stream."""
+        self._check_usable()
+        self._send_control(ctl.AppMessage(body=body))
+
+    def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "", *, now: float) -> None:
+        """Close the connection with an application error code (0: clean close)."""
+        if self.closed:
+            return
+        self.quic.close(error_code=int(error_code), reason_phrase=reason)
+        self._finish(int(error_code), reason, by_peer=False)
+
+    def can_send(self, channel_id: int, size: int) -> bool:
+        """True if a reliable channel's queue would take ``size`` more bytes now."""
+        state = self._channels.get(channel_id)
+        if state is None:
+            raise LocalProtocolError(f"no channel {channel_id} in this session")
+        return state.stream_queue.has_room(size) if state.stream_queue is not None else True
+
+    def queued_bytes(self, channel_id: int) -> int:
+        """Bytes of a channel still waiting in edgewire's or aioquic's send buffers."""
+        state = self._channels.get(channel_id)
+        if state is None:
+            raise LocalProtocolError(f"no channel {channel_id} in this session")
+        unsent = 0
+        if state.out_stream_id is not None:
+            unsent = quicstats.unsent_stream_bytes(self.quic, state.out_stream_id)
+        return state.queued_bytes() + unsent
+
+    def channel_info(self, channel_id: int) -> ChannelInfo:
+        """Kind, name and QoS of a channel."""
+        state = self._channels.get(channel_id)
+        if state is None:
+            raise LocalProtocolError(f"no channel {channel_id} in this session")
+        return state.info
+
+    def channel_stats(self, channel_id: int) -> ChannelStats:
+        """Live counters of one channel (sender and receiver sides)."""
+        state = self._channels.get(channel_id)
+        if state is None:
+            raise LocalProtocolError(f"no channel {channel_id} in this session")
+        stats = state.stats
+        if state.dgram_queue is not None:
+            stats.expired = state.dgram_queue.expired
+            stats.dropped_queue_full = state.dgram_queue.dropped
+        return stats
+
+    @property
+    def channels(self) -> list[ChannelInfo]:
+        """Every channel of the session, local and remote."""
+        return [s.info for s in self._channels.values()]
+
+    @property
+    def counters(self) -> SessionCounters:
+        """Session-wide drop counters."""
+        return self._counters
+
+    def quic_stats(self) -> quicstats.QuicStats:
+        """RTT, congestion window and bytes in flight of the QUIC connection."""
+        return quicstats.read_quic_stats(self.quic)
+
+    def stats(self) -> dict[str, Any]:
+        """Everything in one JSON-ready dict: QUIC state, drop counters, every channel."""
+        q = self.quic_stats()
+        return {
+            "rtt_ms": {k: None if v is None else round(v * 1000, 3) for k, v in (
+                ("latest", q.rtt_latest), ("smoothed", q.rtt_smoothed), ("min", q.rtt_min))},
+            "cwnd_bytes": q.cwnd_bytes,
+            "bytes_in_flight": q.bytes_in_flight,
+            "clock_offset_ms": round(self.clock_offset * 1000, 3),
+            "counters": {k: getattr(self._counters, k) for k in self._counters.__slots__},
+            "channels": {
+                f"{s.info.name}#{cid}": {"kind": s.info.kind.value, "local": s.info.local,
+                                         **self.channel_stats(cid).as_dict()}
+                for cid, s in self._channels.items()
+            },
+        }
+
+    # ------------------------------------------------------------------ sending internals
+
+    def _check_usable(self) -> None:
+        if self.closed:
+            raise ConnectionClosedError("session is closed", error_code=self._close_code)
+        if not self.ready:
+            raise LocalProtocolError("session is not ready yet (wait for SessionReady)")
+
+    def _queue_record(self, state: ChannelState, body: bytes, size: int) -> None:
+        if size > state.info.qos.max_message_bytes:
+            raise MessageTooLargeError(
+                f"{size}-byte message exceeds the channel's max_message_bytes "
+                f"({state.info.qos.max_message_bytes})"
+            )
+        assert state.stream_queue is not None
+        if state.out_stream_id is None:
+            state.out_stream_id = self.quic.get_next_available_stream_id(is_unidirectional=True)
+            self.quic.send_stream_data(state.out_stream_id, encode_stream_prefix(state.channel_id))
+        state.stream_queue.push(encode_record(body))
+        state.stats.sent_messages += 1
+        state.stats.sent_bytes += size
+
+    def _queue_frame(
+        self, state: ChannelState, payload: bytes, ts: float, keyframe: bool, now: float
+    ) -> None:
+        qos = state.info.qos
+        if len(payload) > qos.max_message_bytes:
+            raise MessageTooLargeError(
+                f"{len(payload)}-byte frame exceeds max_message_bytes ({qos.max_message_bytes})"
+            )
+        room = quicstats.max_datagram_payload(self.quic) - HEADER_SIZE
+        count = max(1, -(-len(payload) // room))
+        if count > 1 and state.info.kind is ChannelKind.AUDIO:
+            raise MessageTooLargeError(
+                f"{len(payload)}-byte audio frame does not fit one datagram ({room} bytes); "
+                "audio frames are never fragmented"
+            )
+        if count > 0xFFFF:
+            raise MessageTooLargeError("frame needs more than 65535 fragments")
+        frame_id = state.next_frame
+        state.next_frame = (frame_id + 1) & 0xFFFFFFFF
+        ts_us = round(ts * 1e6)
+        flags = FLAG_KEYFRAME if keyframe else 0
+        datagrams = []
+        for i in range(count):
+            header = encode_header(
+                channel_id=state.channel_id, sequence=state.next_seq, timestamp_us=ts_us,
+                frame_id=frame_id, frag_index=i, frag_count=count, flags=flags,
+            )
+            state.next_seq += 1
+            datagrams.append(header + payload[i * room : (i + 1) * room])
+        assert state.dgram_queue is not None and qos.deadline_ms is not None
+        state.dgram_queue.push(datagrams, deadline=ts + qos.deadline_ms / 1000.0)
+        state.stats.sent_messages += 1
+        state.stats.sent_bytes += len(payload)
+
+    def _fill(self, now: float) -> None:
+        """Hand aioquic what the congestion window can take now, highest priority first.
+
+        Data already inside aioquic (unsent stream bytes, pending DATAGRAMs) counts against
+        the window first, so a lower-priority channel never crowds out a higher one.
+        """
+        quic = self.quic
+        budget = quicstats.send_budget(quic) - (
+            quicstats.pending_datagram_bytes(quic)
+            + K_DATAGRAM_OVERHEAD * quicstats.pending_datagram_count(quic)
+        )
+        for cid in self._order.order():
+            state = self._channels[cid]
+            sq = state.stream_queue
+            if sq is not None:
+                sid = state.out_stream_id
+                if sid is None:
+                    continue
+                budget -= quicstats.unsent_stream_bytes(quic, sid)
+                if sq.bytes and budget > 0:
+                    chunk = sq.take(budget)
+                    budget -= len(chunk)
+                    quic.send_stream_data(sid, chunk)
+                if state.fin_pending and not sq.bytes:
+                    quic.send_stream_data(sid, b"", end_stream=True)
+                    state.fin_pending = False
+                continue
+            dq = state.dgram_queue
+            assert dq is not None
+            if budget <= 0:
+                dq.expire(now)
+                continue
+            sent = 0
+            while budget > 0:
+                data = dq.pop(now)
+                if data is None:
+                    break
+                quic.send_datagram_frame(data)
+                budget -= len(data) + K_DATAGRAM_OVERHEAD
+                sent += 1
+            state.stats.sent_datagrams += sent
+
+    def _send_control(self, msg: ctl.ControlMessage) -> None:
+        if self._control_stream is None:
+            raise LocalProtocolError("control stream is not open yet")
+        self.quic.send_stream_data(self._control_stream, encode_record(ctl.encode_control(msg)))
+
+    def _add_channel(self, info: ChannelInfo) -> ChannelState:
+        state = ChannelState.create(info)
+        self._channels[info.channel_id] = state
+        self._order.add(info.channel_id, info.qos.priority)
+        return state
+
+    # ------------------------------------------------------------------ QUIC events
+
+    def _process_quic_events(self, now: float) -> None:
+        while (event := self.quic.next_event()) is not None:
+            if isinstance(event, qe.DatagramFrameReceived):
+                self._on_datagram(event.data, now)
+            elif isinstance(event, qe.StreamDataReceived):
+                if event.stream_id == self._control_stream or (
+                    not self.is_client and self._control_stream is None and event.stream_id == 0
+                ):
+                    self._control_stream = event.stream_id
+                    self._on_control_data(event.data, now)
+                else:
+                    self._on_stream_data(event.stream_id, event.data, event.end_stream, now)
+            elif isinstance(event, qe.HandshakeCompleted):
+                if event.alpn_protocol != ALPN:
+                    self.close(ErrorCode.VERSION_NEGOTIATION_FAILED, "ALPN mismatch", now=now)
+                elif self.is_client:
+                    self._control_stream = self.quic.get_next_available_stream_id()
+                    self._hello_sent_at = now
+                    self._send_control(ctl.Hello(versions=SUPPORTED_VERSIONS, clock=now,
+                                                 software=self.config.software))
+            elif isinstance(event, qe.ConnectionTerminated):
+                self._finish(event.error_code, event.reason_phrase, by_peer=True)
+
+    def _on_control_data(self, data: bytes, now: float) -> None:
+        try:
+            for record in self._control_reader.feed(data):
+                msg = ctl.decode_control(record)
+                if msg is None:
+                    self._counters.unknown_control_messages += 1
+                else:
+                    self._on_control(msg, now)
+                if self.closed:
+                    return
+        except RemoteProtocolError as exc:
+            self.close(exc.error_code or ErrorCode.CONTROL_PROTOCOL_ERROR, str(exc), now=now)
+
+    def _on_control(self, msg: ctl.ControlMessage, now: float) -> None:
+        if isinstance(msg, ctl.Hello) and not self.is_client and self.version is None:
+            common = set(msg.versions) & set(SUPPORTED_VERSIONS)
+            if not common:
+                self.close(ErrorCode.VERSION_NEGOTIATION_FAILED,
+                           f"no common version in {list(msg.versions)[:8]}", now=now)
+                return
+            self.version = max(common)
+            self.clock_offset = msg.clock - now  # refined by the client's ClockSync
+            self._send_control(ctl.HelloAck(version=self.version, clock_echo=msg.clock,
+                                            clock_recv=now, clock_send=now,
+                                            software=self.config.software))
+            self._push(SessionReady(version=self.version, peer_software=msg.software))
+        elif isinstance(msg, ctl.HelloAck) and self.is_client and self.version is None:
+            if msg.version not in SUPPORTED_VERSIONS:
+                self.close(ErrorCode.VERSION_NEGOTIATION_FAILED,
+                           f"server chose unsupported version {msg.version}", now=now)
+                return
+            self.version = msg.version
+            # NTP-style: offset = server clock - client clock, symmetric-path assumption
+            server_offset = ((msg.clock_recv - msg.clock_echo) + (msg.clock_send - now)) / 2
+            self.clock_offset = server_offset
+            self._send_control(ctl.ClockSync(offset=server_offset))
+            self._push(SessionReady(version=self.version, peer_software=msg.software))
+        elif isinstance(msg, ctl.ClockSync) and not self.is_client:
+            self.clock_offset = -msg.offset
+        elif not self.ready:
+            raise RemoteProtocolError(f"{type(msg).__name__} before the hello exchange",
+                                      error_code=ErrorCode.CONTROL_PROTOCOL_ERROR)
+        elif isinstance(msg, ctl.OpenChannel):
+            self._on_open(msg, now)
+        elif isinstance(msg, ctl.CloseChannel):
+            self._on_close_channel(msg.channel_id, msg.messages)
+        elif isinstance(msg, ctl.AppMessage):
+            self._push(AppMessageReceived(body=msg.body))
+        else:
+            raise RemoteProtocolError(f"unexpected {type(msg).__name__}",
+                                      error_code=ErrorCode.CONTROL_PROTOCOL_ERROR)
+
+    def _on_open(self, msg: ctl.OpenChannel, now: float) -> None:
+        cid = msg.channel_id
+        if cid % 2 != (1 if self.is_client else 0) or cid in self._channels:
+            raise RemoteProtocolError(f"peer opened channel id {cid} it may not use",
+                                      error_code=ErrorCode.CONTROL_PROTOCOL_ERROR)
+        if sum(not s.info.local for s in self._channels.values()) >= self.config.max_channels:
+            raise RemoteProtocolError("peer opened too many channels",
+                                      error_code=ErrorCode.CHANNEL_LIMIT_EXCEEDED)
+        local_qos = default_qos(msg.kind)
+        qos = msg.qos.with_(max_queue_bytes=local_qos.max_queue_bytes)
+        info = ChannelInfo(channel_id=cid, kind=msg.kind, name=msg.name, qos=qos, local=False)
+        self._add_channel(info)
+        self._push(ChannelOpened(channel_id=cid, kind=msg.kind, name=msg.name, qos=qos))
+        self._replay_early(cid, now)
+
+    def _finish(self, error_code: int, reason: str, *, by_peer: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._close_code = error_code
+        self._events.append(SessionClosed(error_code=error_code, reason=reason, by_peer=by_peer))
+
+    def _fatal(self, exc: RemoteProtocolError, now: float) -> None:
+        self.close(exc.error_code or ErrorCode.STREAM_PROTOCOL_ERROR, str(exc), now=now)
+
+    @property
+    def _rtt(self) -> float:
+        q = quicstats.read_quic_stats(self.quic)
+        return q.rtt_smoothed if q.rtt_smoothed is not None else math.nan

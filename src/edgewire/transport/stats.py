@@ -1,0 +1,96 @@
+"""Per-channel counters and bounded latency samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["ChannelStats", "LatencySamples", "SessionCounters"]
+
+
+class LatencySamples:
+    """A ring buffer of the most recent latency samples (seconds), for percentiles."""
+
+    __slots__ = ("_buf", "_count")
+
+    def __init__(self, capacity: int = 8192) -> None:
+        self._buf = np.zeros(capacity, dtype=np.float64)
+        self._count = 0
+
+    def add(self, value: float) -> None:
+        """Record one sample, overwriting the oldest when full."""
+        self._buf[self._count % len(self._buf)] = value
+        self._count += 1
+
+    def __len__(self) -> int:
+        return min(self._count, len(self._buf))
+
+    @property
+    def total(self) -> int:
+        """Samples ever added (including overwritten ones)."""
+        return self._count
+
+    def percentiles_ms(self, qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float | None]:
+        """``{"p50": ms, ...}`` over the kept samples; None when there are none."""
+        n = len(self)
+        if n == 0:
+            return {f"p{q:g}": None for q in qs}
+        values = np.percentile(self._buf[:n], qs) * 1000.0
+        return {f"p{q:g}": round(float(v), 3) for q, v in zip(qs, values, strict=True)}
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """What one side did on one channel. Sender and receiver counters are kept apart."""
+
+    sent_messages: int = 0
+    """Messages accepted by ``send``."""
+    sent_bytes: int = 0
+    """Payload bytes accepted by ``send``."""
+    sent_datagrams: int = 0
+    """Datagrams handed to QUIC (real-time channels)."""
+    expired: int = 0
+    """Messages dropped before sending because their deadline passed."""
+    dropped_queue_full: int = 0
+    """Real-time messages dropped because the send queue was over its limit."""
+    delivered: int = 0
+    """Messages received whole and handed to the application."""
+    delivered_bytes: int = 0
+    """Payload bytes delivered."""
+    lost: int = 0
+    """Frames reported lost: incomplete at the deadline or evicted."""
+    late: int = 0
+    """Frames complete but after their deadline (dropped when ``drop_late``)."""
+    duplicates: int = 0
+    """Datagrams for frames already delivered or given up."""
+    malformed: int = 0
+    """Records or datagrams that failed to decode (dropped)."""
+    latency: LatencySamples = field(default_factory=LatencySamples)
+    """Capture-to-delivery latency of delivered messages."""
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        out: dict[str, object] = {
+            name: getattr(self, name) for name in self.__slots__ if name != "latency"
+        }
+        out["latency_ms"] = self.latency.percentiles_ms()
+        return out
+
+
+@dataclass(slots=True)
+class SessionCounters:
+    """Session-wide counters of what was dropped and why."""
+
+    malformed_datagrams: int = 0
+    """Datagrams whose header failed to decode."""
+    unknown_type_datagrams: int = 0
+    """Datagrams of a type this version does not know."""
+    unknown_channel_datagrams: int = 0
+    """Datagrams for channels never opened (dropped after the early buffer)."""
+    unknown_control_messages: int = 0
+    """Control messages of a type this version does not know (skipped)."""
+    early_dropped: int = 0
+    """Datagrams dropped because the early buffer (data before its channel's open) was full."""
+    events_dropped: int = 0
+    """Real-time message events dropped because the driver did not drain events."""
