@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ConnectionClosedError",
     "EdgewireError",
+    "InsecureConnectionWarning",
     "LocalProtocolError",
     "MessageTooLargeError",
     "QueueFullError",
@@ -53,3 +54,7 @@ class ConnectionClosedError(EdgewireError):
         super().__init__(message)
         self.error_code = error_code
         self.reason = reason
+
+
+class InsecureConnectionWarning(UserWarning):
+    """A client connected with certificate verification switched off (``insecure=True``)."""

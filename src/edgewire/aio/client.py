@@ -1,0 +1,118 @@
+"""``edgewire.connect``: open a client session over a UDP socket."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from aioquic.quic.connection import NetworkAddress
+
+from edgewire.aio.connection import Connection
+from edgewire.errors import InsecureConnectionWarning, LocalProtocolError
+from edgewire.transport import Session, SessionConfig, quic_configuration
+
+__all__ = ["DEFAULT_PORT", "connect", "parse_url"]
+
+#: Port used when a URL names none.
+DEFAULT_PORT = 4433
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """``edgewire://host:port`` (or ``host:port``, ``[v6]:port``) -> (host, port)."""
+    if "://" not in url:
+        url = "edgewire://" + url
+    parts = urlsplit(url)
+    if parts.scheme != "edgewire":
+        raise LocalProtocolError(f"URL scheme must be edgewire://, got {parts.scheme!r}")
+    if not parts.hostname:
+        raise LocalProtocolError(f"no host in URL {url!r}")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise LocalProtocolError(f"bad port in URL {url!r}") from None
+    return parts.hostname, port
+
+
+class _ClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        if self.conn is not None:
+            self.conn.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable) show up here; QUIC's timers handle the consequence
+        pass
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    cafile: str | None = None,
+    insecure: bool = False,
+    server_name: str | None = None,
+    congestion_control: str = "reno",
+    config: SessionConfig | None = None,
+    timeout: float = 10.0,
+    secrets_log_file: TextIO | None = None,
+) -> AsyncIterator[Connection]:
+    """Connect to an edgewire server; ``async with connect(url) as session: ...``.
+
+    The server's certificate is verified against the system trust store or ``cafile``.
+    ``insecure=True`` skips verification and warns (InsecureConnectionWarning).
+    """
+    host, port = parse_url(url)
+    if insecure:
+        warnings.warn(
+            f"connecting to {host}:{port} without certificate verification (insecure=True)",
+            InsecureConnectionWarning,
+            stacklevel=3,
+        )
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise LocalProtocolError(f"cannot resolve {host!r}")
+    family, _, _, _, sockaddr = infos[0]
+    addr: NetworkAddress = (str(sockaddr[0]), int(sockaddr[1]))
+    try:
+        is_ip = bool(ipaddress.ip_address(host))
+    except ValueError:
+        is_ip = False
+    qc = quic_configuration(
+        is_client=True,
+        server_name=server_name or (None if is_ip else host) or host,
+        cafile=cafile,
+        insecure=insecure,
+        congestion_control=congestion_control,
+        secrets_log_file=secrets_log_file,
+    )
+    session = Session(qc, config=config)
+    local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+    transport, protocol = await loop.create_datagram_endpoint(
+        _ClientProtocol, local_addr=local, family=family
+    )
+    conn = Connection(session, transport.sendto)
+    protocol.conn = conn
+    try:
+        session.connect(addr, now=loop.time())
+        conn._transmit()
+        async with asyncio.timeout(timeout):
+            await conn.wait_ready()
+        async with conn:
+            yield conn
+            # flush what the application queued before leaving the block
+            await asyncio.sleep(0)
+    finally:
+        if not conn.closed:
+            conn._close_now(0, "")
+        # give the CONNECTION_CLOSE a chance to leave the socket
+        await asyncio.sleep(0)
+        transport.close()

@@ -1,0 +1,323 @@
+"""asyncio face of a session: ``Connection`` and ``Channel``, driven over a UDP transport.
+
+This is a thin adapter (like aioquic's ``asyncio/protocol.py``): every decision is made by
+the sans-I/O :class:`~edgewire.transport.Session`; this module feeds it ``loop.time()``,
+sends what it returns, keeps its timer armed and turns its events into awaitables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aioquic.quic.connection import NetworkAddress
+
+from edgewire.errors import ConnectionClosedError, LocalProtocolError
+from edgewire.transport import (
+    AppMessageReceived,
+    ChannelClosed,
+    ChannelInfo,
+    ChannelKind,
+    ChannelOpened,
+    ChannelStats,
+    ErrorCode,
+    MessageReceived,
+    QoS,
+    Session,
+    SessionClosed,
+    SessionReady,
+)
+
+__all__ = ["Channel", "Connection"]
+
+logger = logging.getLogger("edgewire.aio")
+
+#: Messages a real-time channel holds for a slow reader before dropping the oldest.
+K_REALTIME_BACKLOG = 256
+#: Messages a reliable channel holds for a slow reader before the session is closed
+#: (RECEIVE_BUFFER_OVERFLOW): reliable data can be neither dropped nor held without bound.
+K_RELIABLE_BACKLOG = 65536
+#: Application messages held before the oldest is dropped.
+K_APP_BACKLOG = 1024
+
+
+class Channel:
+    """One channel of a :class:`Connection`: ``await send(...)``, ``async for msg in ch``."""
+
+    def __init__(self, conn: Connection, info: ChannelInfo) -> None:
+        self._conn = conn
+        self.info = info
+        self._inbox: deque[MessageReceived] = deque()
+        self._closed_by_peer = False
+        self.reader_dropped = 0
+        """Real-time messages dropped because the application did not read them in time."""
+
+    @property
+    def id(self) -> int:
+        """Channel id within the session."""
+        return self.info.channel_id
+
+    @property
+    def kind(self) -> ChannelKind:
+        """Kind of payload."""
+        return self.info.kind
+
+    @property
+    def name(self) -> str:
+        """Name given when it was opened."""
+        return self.info.name
+
+    @property
+    def qos(self) -> QoS:
+        """Delivery settings."""
+        return self.info.qos
+
+    def send_nowait(
+        self, payload: Any, *, keyframe: bool = False, timestamp: float | None = None
+    ) -> None:
+        """Queue a message now; QueueFullError if a reliable channel's queue is full."""
+        conn = self._conn
+        conn.session.send(self.id, payload, now=conn.loop.time(), timestamp=timestamp,
+                          keyframe=keyframe)
+        conn._schedule_transmit()
+
+    async def send(
+        self, payload: Any, *, keyframe: bool = False, timestamp: float | None = None
+    ) -> None:
+        """Queue a message. On a reliable channel, waits while the send queue is full;
+        a real-time channel never waits (its queue drops the oldest frames instead)."""
+        conn = self._conn
+        if self.qos.reliable:
+            size = payload.nbytes if hasattr(payload, "nbytes") else 0
+            await conn._wait_for(lambda: conn.session.can_send(self.id, size))
+        self.send_nowait(payload, keyframe=keyframe, timestamp=timestamp)
+
+    async def drain(self, low_water_bytes: int = 0) -> None:
+        """Wait until at most ``low_water_bytes`` of this channel remain unsent."""
+        conn = self._conn
+        await conn._wait_for(lambda: conn.session.queued_bytes(self.id) <= low_water_bytes)
+
+    async def recv(self) -> MessageReceived:
+        """Next message; raises ConnectionClosedError when the channel or session ends."""
+        conn = self._conn
+        await conn._wait_for(
+            lambda: bool(self._inbox) or self._closed_by_peer, allow_closed=True
+        )
+        if self._inbox:
+            return self._inbox.popleft()
+        if self._closed_by_peer:
+            raise ConnectionClosedError(f"channel {self.name!r} closed by the peer")
+        raise ConnectionClosedError("session closed", error_code=conn.close_code)
+
+    def __aiter__(self) -> AsyncIterator[MessageReceived]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[MessageReceived]:
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosedError:
+                return
+
+    async def close(self) -> None:
+        """Send nothing more; the peer's iterator ends after the last message."""
+        conn = self._conn
+        conn.session.close_channel(self.id, now=conn.loop.time())
+        conn._schedule_transmit()
+
+    def stats(self) -> ChannelStats:
+        """Live counters of this channel."""
+        return self._conn.session.channel_stats(self.id)
+
+    def _deliver(self, event: MessageReceived) -> None:
+        inbox = self._inbox
+        if self.qos.reliable:
+            if len(inbox) >= K_RELIABLE_BACKLOG:
+                self._conn._close_now(ErrorCode.RECEIVE_BUFFER_OVERFLOW,
+                                      f"application stopped reading channel {self.name!r}")
+                return
+        elif len(inbox) >= K_REALTIME_BACKLOG:
+            inbox.popleft()
+            self.reader_dropped += 1
+        inbox.append(event)
+
+
+class Connection:
+    """An established edgewire session on an asyncio loop (from ``connect`` or ``serve``)."""
+
+    def __init__(
+        self,
+        session: Session,
+        send: Callable[[bytes, NetworkAddress], None],
+        *,
+        on_closed: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.loop = asyncio.get_running_loop()
+        self._send = send
+        self._on_closed = on_closed
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._transmit_scheduled = False
+        self._wakeup: asyncio.Future[None] = self.loop.create_future()
+        self._channels: dict[int, Channel] = {}
+        self._incoming: deque[Channel] = deque()
+        self._app: deque[Any] = deque(maxlen=K_APP_BACKLOG)
+        self.ready = False
+        self.closed = False
+        self.close_code = 0
+        self.close_reason = ""
+
+    # ---------------------------------------------------------------- public API
+
+    async def channel(
+        self, kind: ChannelKind | str, *, name: str | None = None, qos: QoS | None = None
+    ) -> Channel:
+        """Open a channel of ``kind`` ("audio", "video", "tokens" or "embeddings")."""
+        cid = self.session.open_channel(kind, name=name, qos=qos, now=self.loop.time())
+        ch = self._channels[cid] = Channel(self, self.session.channel_info(cid))
+        self._schedule_transmit()
+        return ch
+
+    async def accept(self) -> Channel:
+        """Wait for the next channel the peer opens."""
+        await self._wait_for(lambda: bool(self._incoming), allow_closed=True)
+        if self._incoming:
+            return self._incoming.popleft()
+        raise ConnectionClosedError("session closed", error_code=self.close_code)
+
+    async def send_app_message(self, body: Any) -> None:
+        """Send a small CBOR value to the peer (see ``recv_app_message``)."""
+        self.session.send_app_message(body, now=self.loop.time())
+        self._schedule_transmit()
+
+    async def recv_app_message(self) -> Any:
+        """Next application message from the peer."""
+        await self._wait_for(lambda: bool(self._app), allow_closed=True)
+        if self._app:
+            return self._app.popleft()
+        raise ConnectionClosedError("session closed", error_code=self.close_code)
+
+    def stats(self) -> dict[str, Any]:
+        """Session statistics (see :meth:`Session.stats`)."""
+        return self.session.stats()
+
+    async def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close the connection and wait until the close has been sent."""
+        self._close_now(error_code, reason)
+        await asyncio.sleep(0)
+
+    async def wait_closed(self) -> None:
+        """Wait until the session is closed by either side."""
+        await self._wait_for(lambda: self.closed, allow_closed=True)
+
+    async def wait_ready(self) -> None:
+        """Wait for the edgewire hello to complete."""
+        await self._wait_for(lambda: self.ready, allow_closed=True)
+        if not self.ready:
+            raise ConnectionClosedError(
+                f"connection closed during setup: {self.close_reason or 'no reason'}",
+                error_code=self.close_code, reason=self.close_reason)
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self.closed:
+            await self.close()
+
+    # ---------------------------------------------------------------- driver
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        """Feed one UDP datagram (called by the socket protocol)."""
+        self.session.receive_datagram(data, addr, now=self.loop.time())
+        self._process_events()
+        self._schedule_transmit()
+
+    def _schedule_transmit(self) -> None:
+        if not self._transmit_scheduled:
+            self._transmit_scheduled = True
+            self.loop.call_soon(self._transmit)
+
+    def _transmit(self) -> None:
+        self._transmit_scheduled = False
+        session = self.session
+        for data, addr in session.datagrams_to_send(now=self.loop.time()):
+            self._send(data, addr)
+        self._process_events()
+        self._arm_timer()
+        self._notify()
+
+    def _arm_timer(self) -> None:
+        at = self.session.get_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = None if at is None else self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.session.handle_timer(now=self.loop.time())
+        self._process_events()
+        self._transmit()
+
+    def _process_events(self) -> None:
+        session = self.session
+        woke = False
+        while (event := session.next_event()) is not None:
+            woke = True
+            if isinstance(event, MessageReceived):
+                ch = self._channels.get(event.channel_id)
+                if ch is not None:
+                    ch._deliver(event)
+            elif isinstance(event, ChannelOpened):
+                ch = self._channels[event.channel_id] = Channel(
+                    self, session.channel_info(event.channel_id))
+                self._incoming.append(ch)
+            elif isinstance(event, ChannelClosed):
+                if (ch := self._channels.get(event.channel_id)) is not None:
+                    ch._closed_by_peer = True
+            elif isinstance(event, AppMessageReceived):
+                self._app.append(event.body)
+            elif isinstance(event, SessionReady):
+                self.ready = True
+            elif isinstance(event, SessionClosed):
+                self.closed = True
+                self.close_code = event.error_code
+                self.close_reason = event.reason
+                logger.debug("session closed: code %s %s", event.error_code, event.reason)
+                if self._on_closed is not None:
+                    self._on_closed(self)
+        if woke:
+            self._notify()
+
+    def _close_now(self, error_code: int, reason: str) -> None:
+        if not self.session.closed:
+            self.session.close(error_code, reason, now=self.loop.time())
+        self._process_events()
+        self._transmit()
+
+    def _notify(self) -> None:
+        if not self._wakeup.done():
+            self._wakeup.set_result(None)
+        self._wakeup = self.loop.create_future()
+
+    async def _wait_for(self, condition: Callable[[], bool], *, allow_closed: bool = False) -> None:
+        while not condition():
+            if self.closed:
+                if allow_closed:
+                    return
+                raise ConnectionClosedError(
+                    f"session closed (code {self.close_code}: {self.close_reason})",
+                    error_code=self.close_code, reason=self.close_reason)
+            await self._wakeup
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise LocalProtocolError("connection is closed")

@@ -1,0 +1,153 @@
+"""``edgewire.serve``: accept sessions on a UDP socket and run a handler for each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TextIO
+
+from aioquic.buffer import Buffer
+from aioquic.quic.connection import NetworkAddress
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+
+from edgewire.aio.connection import Connection
+from edgewire.transport import Session, SessionConfig, quic_configuration
+from edgewire.transport.quicstats import host_connection_ids
+
+__all__ = ["Handler", "Server", "serve"]
+
+logger = logging.getLogger("edgewire.aio")
+
+Handler = Callable[[Connection], Awaitable[None]]
+#: Connection id length of edgewire servers (aioquic's default).
+K_CID_LENGTH = 8
+#: Smallest UDP payload of a client Initial (RFC 9000 section 14.1).
+K_MIN_INITIAL = 1200
+
+
+class Server(asyncio.DatagramProtocol):
+    """A listening edgewire endpoint. Use ``close()`` and ``await wait_closed()`` to stop."""
+
+    def __init__(self, handler: Handler, make_session: Callable[[bytes], Session]) -> None:
+        self._handler = handler
+        self._make_session = make_session
+        self._by_cid: dict[bytes, Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._closed = asyncio.get_running_loop().create_future()
+        self.dropped_datagrams = 0
+        """Datagrams that matched no session and could not start one."""
+        self.sessions_started = 0
+        """Sessions accepted so far."""
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) the server listens on."""
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=K_CID_LENGTH)
+        except ValueError:
+            self.dropped_datagrams += 1
+            return
+        conn = self._by_cid.get(header.destination_cid)
+        if conn is None:
+            if header.packet_type != QuicPacketType.INITIAL or len(data) < K_MIN_INITIAL:
+                self.dropped_datagrams += 1
+                return
+            conn = self._start(header.destination_cid)
+        conn.datagram_received(data, addr)
+        self._track(conn)
+
+    def _start(self, original_dcid: bytes) -> Connection:
+        assert self._transport is not None
+        session = self._make_session(original_dcid)
+        conn = Connection(session, self._transport.sendto, on_closed=self._forget)
+        self._by_cid[original_dcid] = conn
+        self.sessions_started += 1
+        task = asyncio.get_running_loop().create_task(self._run(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return conn
+
+    def _track(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        for cid in host_connection_ids(conn.session.quic):
+            self._by_cid.setdefault(cid, conn)
+
+    def _forget(self, conn: Connection) -> None:
+        for cid in [c for c, v in self._by_cid.items() if v is conn]:
+            del self._by_cid[cid]
+
+    async def _run(self, conn: Connection) -> None:
+        try:
+            await conn.wait_ready()
+            await self._handler(conn)
+        except Exception:
+            logger.exception("session handler failed")
+            conn._close_now(1, "handler failed")
+            return
+        if not conn.closed:
+            await conn.close()
+
+    def close(self) -> None:
+        """Close every session and the socket."""
+        for conn in list(self._by_cid.values()):
+            if not conn.closed:
+                conn._close_now(0, "server shutting down")
+        for task in self._tasks:
+            task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until the socket is closed."""
+        await self._closed
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def serve(
+    host: str,
+    port: int,
+    handler: Handler,
+    *,
+    certfile: str,
+    keyfile: str | None = None,
+    congestion_control: str = "reno",
+    config: SessionConfig | None = None,
+    secrets_log_file: TextIO | None = None,
+) -> Server:
+    """Listen on ``host:port`` (port 0 picks one) and run ``handler(conn)`` per session."""
+    qc = quic_configuration(
+        is_client=False, certfile=certfile, keyfile=keyfile,
+        congestion_control=congestion_control, secrets_log_file=secrets_log_file,
+    )
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    def make_session(original_dcid: bytes) -> Session:
+        return Session(qc, config=config, original_destination_connection_id=original_dcid)
+
+    _, protocol = await loop.create_datagram_endpoint(
+        lambda: Server(handler, make_session), local_addr=(host, port), family=family
+    )
+    return protocol
