@@ -51,6 +51,7 @@ class Channel:
         self._conn = conn
         self.info = info
         self._inbox: deque[MessageReceived] = deque()
+        self._readable: asyncio.Future[None] | None = None
         self._closed_by_peer = False
         self.reader_dropped = 0
         """Real-time messages dropped because the application did not read them in time."""
@@ -103,9 +104,11 @@ class Channel:
     async def recv(self) -> MessageReceived:
         """Next message; raises ConnectionClosedError when the channel or session ends."""
         conn = self._conn
-        await conn._wait_for(
-            lambda: bool(self._inbox) or self._closed_by_peer, allow_closed=True
-        )
+        # a reader waits on its own future, woken only by its channel (or by the end)
+        while not self._inbox and not self._closed_by_peer and not conn.closed:
+            if self._readable is None or self._readable.done():
+                self._readable = conn.loop.create_future()
+            await self._readable
         if self._inbox:
             return self._inbox.popleft()
         if self._closed_by_peer:
@@ -143,6 +146,11 @@ class Channel:
             inbox.popleft()
             self.reader_dropped += 1
         inbox.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(None)
 
 
 class Connection:
@@ -162,7 +170,7 @@ class Connection:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._transmit_scheduled = False
-        self._wakeup: asyncio.Future[None] = self.loop.create_future()
+        self._wakeup: asyncio.Future[None] | None = None
         self._channels: dict[int, Channel] = {}
         self._incoming: deque[Channel] = deque()
         self._app: deque[Any] = deque(maxlen=K_APP_BACKLOG)
@@ -235,7 +243,7 @@ class Connection:
         """Feed one UDP datagram (called by the socket protocol)."""
         self.session.receive_datagram(data, addr, now=self.loop.time())
         self._process_events()
-        self._schedule_transmit()
+        self._transmit()
 
     def _schedule_transmit(self) -> None:
         if not self._transmit_scheduled:
@@ -271,7 +279,6 @@ class Connection:
         session = self.session
         woke = False
         while (event := session.next_event()) is not None:
-            woke = True
             if isinstance(event, MessageReceived):
                 ch = self._channels.get(event.channel_id)
                 if ch is not None:
@@ -280,18 +287,25 @@ class Connection:
                 ch = self._channels[event.channel_id] = Channel(
                     self, session.channel_info(event.channel_id))
                 self._incoming.append(ch)
+                woke = True
             elif isinstance(event, ChannelClosed):
                 if (ch := self._channels.get(event.channel_id)) is not None:
                     ch._closed_by_peer = True
+                    ch._wake()
             elif isinstance(event, AppMessageReceived):
                 self._app.append(event.body)
+                woke = True
             elif isinstance(event, SessionReady):
                 self.ready = True
+                woke = True
             elif isinstance(event, SessionClosed):
                 self.closed = True
                 self.close_code = event.error_code
                 self.close_reason = event.reason
+                woke = True
                 logger.debug("session closed: code %s %s", event.error_code, event.reason)
+                for ch in self._channels.values():
+                    ch._wake()
                 if self._on_closed is not None:
                     self._on_closed(self)
         if woke:
@@ -304,9 +318,10 @@ class Connection:
         self._transmit()
 
     def _notify(self) -> None:
-        if not self._wakeup.done():
-            self._wakeup.set_result(None)
-        self._wakeup = self.loop.create_future()
+        if self._wakeup is not None:
+            if not self._wakeup.done():
+                self._wakeup.set_result(None)
+            self._wakeup = None
 
     async def _wait_for(self, condition: Callable[[], bool], *, allow_closed: bool = False) -> None:
         while not condition():
@@ -316,6 +331,8 @@ class Connection:
                 raise ConnectionClosedError(
                     f"session closed (code {self.close_code}: {self.close_reason})",
                     error_code=self.close_code, reason=self.close_reason)
+            if self._wakeup is None:
+                self._wakeup = self.loop.create_future()
             await self._wakeup
 
     def _check_open(self) -> None:

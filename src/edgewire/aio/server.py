@@ -79,8 +79,9 @@ class Server(asyncio.DatagramProtocol):
         return conn
 
     def _track(self, conn: Connection) -> None:
-        if conn.closed:
+        if conn.closed or not conn.session.connection_ids_changed:
             return
+        conn.session.connection_ids_changed = False
         for cid in host_connection_ids(conn.session.quic):
             self._by_cid.setdefault(cid, conn)
 

@@ -243,9 +243,11 @@ class Receiver:
     # ------------------------------------------------------------------ deadlines
 
     def _receive_timer(self) -> float | None:
-        early = self._early[0][0] + self.config.early_datagram_ttl if self._early else None
-        return earliest(early, *(s.reassembler.next_deadline() for s in self._channels.values()
-                                 if len(s.reassembler)))
+        timer = self._early[0][0] + self.config.early_datagram_ttl if self._early else None
+        for state in self._channels.values():
+            if state.reassembler._partial:
+                timer = earliest(timer, state.reassembler.next_deadline())
+        return timer
 
     def _expire_receive(self, now: float) -> None:
         ttl = self.config.early_datagram_ttl

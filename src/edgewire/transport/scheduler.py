@@ -104,18 +104,22 @@ class StreamQueue:
         """True if a record of ``size`` bytes would be accepted now."""
         return self.bytes + size <= self.limit_bytes or self.bytes == 0
 
-    def push(self, record: bytes) -> None:
-        """Queue one record; QueueFullError if it does not fit (an empty queue takes any)."""
-        if not self.has_room(len(record)):
+    def push(self, *parts: bytes) -> None:
+        """Queue one record given as consecutive parts (kept apart: no copy to join them).
+
+        QueueFullError if it does not fit; an empty queue takes any size.
+        """
+        size = sum(len(p) for p in parts)
+        if not self.has_room(size):
             raise QueueFullError(
-                f"send queue holds {self.bytes} bytes; a {len(record)}-byte message would "
+                f"send queue holds {self.bytes} bytes; a {size}-byte message would "
                 f"exceed its limit of {self.limit_bytes}"
             )
-        self._chunks.append(memoryview(record))
-        self.bytes += len(record)
+        self._chunks.extend(memoryview(p) for p in parts if p)
+        self.bytes += size
 
-    def take(self, max_bytes: int) -> bytes:
-        """Up to ``max_bytes`` from the head, as one bytes object."""
+    def take(self, max_bytes: int) -> list[memoryview]:
+        """Up to ``max_bytes`` from the head, as views into the queued records."""
         out: list[memoryview] = []
         want = max_bytes
         chunks = self._chunks
@@ -130,7 +134,7 @@ class StreamQueue:
                 want = 0
         taken = max_bytes - want
         self.bytes -= taken
-        return b"".join(out)
+        return out
 
 
 class PriorityOrder:

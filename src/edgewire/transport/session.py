@@ -47,6 +47,7 @@ from edgewire.transport.wire import (
     RecordReader,
     encode_header,
     encode_record,
+    encode_record_header,
     encode_stream_prefix,
 )
 
@@ -79,12 +80,15 @@ class Session(Receiver):
             original_destination_connection_id=original_destination_connection_id,
         )
         self._order = PriorityOrder()
+        self._backlog: set[int] = set()  # channels with data queued in edgewire
         self._next_local_id = 0 if self.is_client else 1
         self._control_stream: int | None = None
         self._control_reader = RecordReader(max_record=ctl.MAX_CONTROL_RECORD)
         self._hello_deadline: float | None = None
         self._hello_sent_at = 0.0
         self.version: int | None = None
+        self.connection_ids_changed = True
+        """Set when QUIC issues or retires connection ids (a server re-reads its routes)."""
 
     # ------------------------------------------------------------------ driver interface
 
@@ -111,28 +115,29 @@ class Session(Receiver):
         if not self.ready and self._hello_deadline is not None and now >= self._hello_deadline:
             self.close(ErrorCode.HELLO_TIMEOUT, "edgewire hello did not complete", now=now)
         self._expire_receive(now)
-        for state in self._channels.values():
-            if state.dgram_queue is not None:
-                state.dgram_queue.expire(now)
+        for cid in list(self._backlog):
+            dq = self._channels[cid].dgram_queue
+            if dq is not None:
+                dq.expire(now)
+                if not len(dq):
+                    self._backlog.discard(cid)
 
     def get_timer(self) -> float | None:
         """Earliest time at which ``handle_timer`` must be called, or None."""
+        timer = self.quic.get_timer()
         if self.closed:
-            return self.quic.get_timer()
-        send_deadlines = [
-            s.dgram_queue.next_deadline() for s in self._channels.values()
-            if s.dgram_queue is not None and len(s.dgram_queue)
-        ]
-        return earliest(
-            self.quic.get_timer(),
-            None if self.ready else self._hello_deadline,
-            self._receive_timer(),
-            *send_deadlines,
-        )
+            return timer
+        for cid in self._backlog:
+            dq = self._channels[cid].dgram_queue
+            if dq is not None:
+                timer = earliest(timer, dq.next_deadline())
+        if not self.ready:
+            timer = earliest(timer, self._hello_deadline)
+        return earliest(timer, self._receive_timer())
 
     def datagrams_to_send(self, *, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """UDP datagrams to send now, with their destinations."""
-        if self.ready and not self.closed:
+        if self._backlog and self.ready and not self.closed:
             self._fill(now)
         return self.quic.datagrams_to_send(now=now)
 
@@ -216,7 +221,9 @@ class Session(Receiver):
         if state is None or state.closed_local:
             raise LocalProtocolError(f"channel {channel_id} is not open")
         state.closed_local = True
-        state.fin_pending = state.stream_queue is not None
+        if state.stream_queue is not None and state.out_stream_id is not None:
+            state.fin_pending = True
+            self._backlog.add(channel_id)
         self._send_control(ctl.CloseChannel(channel_id=channel_id,
                                             messages=state.stats.sent_messages))
 
@@ -316,7 +323,8 @@ class Session(Receiver):
         if state.out_stream_id is None:
             state.out_stream_id = self.quic.get_next_available_stream_id(is_unidirectional=True)
             self.quic.send_stream_data(state.out_stream_id, encode_stream_prefix(state.channel_id))
-        state.stream_queue.push(encode_record(body))
+        state.stream_queue.push(encode_record_header(len(body)), body)
+        self._backlog.add(state.channel_id)
         state.stats.sent_messages += 1
         state.stats.sent_bytes += size
 
@@ -351,6 +359,7 @@ class Session(Receiver):
             datagrams.append(header + payload[i * room : (i + 1) * room])
         assert state.dgram_queue is not None and qos.deadline_ms is not None
         state.dgram_queue.push(datagrams, deadline=ts + qos.deadline_ms / 1000.0)
+        self._backlog.add(state.channel_id)
         state.stats.sent_messages += 1
         state.stats.sent_bytes += len(payload)
 
@@ -365,26 +374,36 @@ class Session(Receiver):
             quicstats.pending_datagram_bytes(quic)
             + K_DATAGRAM_OVERHEAD * quicstats.pending_datagram_count(quic)
         )
+        backlog = self._backlog
         for cid in self._order.order():
             state = self._channels[cid]
             sq = state.stream_queue
+            if cid not in backlog:
+                if sq is not None and state.out_stream_id is not None:
+                    # idle reliable channels still hold their unsent bytes in aioquic
+                    budget -= quicstats.unsent_stream_bytes(quic, state.out_stream_id)
+                continue
             if sq is not None:
                 sid = state.out_stream_id
                 if sid is None:
                     continue
                 budget -= quicstats.unsent_stream_bytes(quic, sid)
                 if sq.bytes and budget > 0:
-                    chunk = sq.take(budget)
-                    budget -= len(chunk)
-                    quic.send_stream_data(sid, chunk)
+                    for piece in sq.take(budget):
+                        budget -= len(piece)
+                        quic.send_stream_data(sid, piece)
                 if state.fin_pending and not sq.bytes:
                     quic.send_stream_data(sid, b"", end_stream=True)
                     state.fin_pending = False
+                if not sq.bytes and not state.fin_pending:
+                    backlog.discard(cid)
                 continue
             dq = state.dgram_queue
             assert dq is not None
             if budget <= 0:
                 dq.expire(now)
+                if not len(dq):
+                    backlog.discard(cid)
                 continue
             sent = 0
             while budget > 0:
@@ -395,6 +414,8 @@ class Session(Receiver):
                 budget -= len(data) + K_DATAGRAM_OVERHEAD
                 sent += 1
             state.stats.sent_datagrams += sent
+            if not len(dq):
+                backlog.discard(cid)
 
     def _send_control(self, msg: ctl.ControlMessage) -> None:
         if self._control_stream is None:
@@ -429,6 +450,8 @@ class Session(Receiver):
                     self._hello_sent_at = now
                     self._send_control(ctl.Hello(versions=SUPPORTED_VERSIONS, clock=now,
                                                  software=self.config.software))
+            elif isinstance(event, qe.ConnectionIdIssued | qe.ConnectionIdRetired):
+                self.connection_ids_changed = True
             elif isinstance(event, qe.ConnectionTerminated):
                 self._finish(event.error_code, event.reason_phrase, by_peer=True)
 

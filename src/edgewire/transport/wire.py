@@ -37,6 +37,7 @@ __all__ = [
     "decode_header",
     "encode_header",
     "encode_record",
+    "encode_record_header",
 ]
 
 #: Version of the datagram header layout (high nibble of the first byte).
@@ -162,6 +163,13 @@ def decode_header(data: bytes | memoryview) -> DatagramHeader:
 def encode_stream_prefix(channel_id: int) -> bytes:
     """The two bytes that open a reliable channel's unidirectional stream."""
     return _STREAM_PREFIX.pack(channel_id)
+
+
+def encode_record_header(length: int) -> bytes:
+    """The 4-byte length that precedes a record body of ``length`` bytes."""
+    if length > MAX_U32:
+        raise ValueError("record body larger than 4 GiB")
+    return _RECORD.pack(length)
 
 
 def encode_record(body: bytes) -> bytes:

@@ -1,0 +1,216 @@
+"""``edgewire bench throughput``: edgewire channels against raw aioquic on loopback.
+
+Both sides of each pair run in this process over real loopback UDP, with the same QUIC
+settings (certificate, flow-control windows, congestion control, datagram size), so the
+ratio measures what edgewire adds: headers, scheduler, fragmentation, CBOR envelopes, the
+asyncio adapter. Rounds alternate raw / edgewire so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.asyncio import connect as quic_connect
+from aioquic.asyncio import serve as quic_serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import DatagramFrameReceived, QuicEvent, StreamDataReceived
+
+import edgewire
+from edgewire.certs import write_self_signed
+from edgewire.transport import QoS, quicstats
+from edgewire.transport.config import quic_configuration
+from edgewire.transport.wire import HEADER_SIZE
+
+__all__ = ["ThroughputConfig", "run_throughput"]
+
+BENCH_ALPN = "edgewire-bench"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThroughputConfig:
+    """Parameters of the throughput benchmark."""
+
+    seconds: float = 2.0
+    """Measured duration of one run."""
+    warmup_s: float = 0.5
+    """Time before measuring starts (handshake done, congestion window opened)."""
+    rounds: int = 3
+    """Runs per contender; the median is reported."""
+    video_frame_bytes: int = 32 * 1024
+    """Size of one edgewire video frame (fragmented into datagrams)."""
+    array_bytes: int = 256 * 1024
+    """Size of one embeddings message (float32 array)."""
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.measuring = False
+
+    def add(self, n: int) -> None:
+        if self.measuring:
+            self.bytes += n
+
+
+class _RawServerProtocol(QuicConnectionProtocol):
+    counter: _Counter
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, DatagramFrameReceived):
+            self.counter.add(len(event.data))
+        elif isinstance(event, StreamDataReceived):
+            self.counter.add(len(event.data))
+
+
+def _raw_config(is_client: bool, cert: Path, key: Path) -> QuicConfiguration:
+    # same windows and datagram size as edgewire's own configuration; only ALPN differs
+    base = quic_configuration(is_client=is_client, cafile=str(cert) if is_client else None,
+                              certfile=None if is_client else str(cert),
+                              keyfile=None if is_client else str(key),
+                              server_name="localhost" if is_client else None)
+    base.alpn_protocols = [BENCH_ALPN]
+    return base
+
+
+async def _measure(counter: _Counter, cfg: ThroughputConfig) -> float:
+    await asyncio.sleep(cfg.warmup_s)
+    counter.measuring = True
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.sleep(cfg.seconds)
+    counter.measuring = False
+    return counter.bytes * 8 / (loop.time() - start) / 1e6
+
+
+async def _raw(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> float:
+    counter = _Counter()
+
+    def make(*args: Any, **kwargs: Any) -> _RawServerProtocol:
+        proto = _RawServerProtocol(*args, **kwargs)
+        proto.counter = counter
+        return proto
+
+    server = await quic_serve("127.0.0.1", 0, configuration=_raw_config(False, cert, key),
+                              create_protocol=make)
+    port = server._transport.get_extra_info("sockname")[1]
+    try:
+        async with quic_connect("127.0.0.1", port,
+                                configuration=_raw_config(True, cert, key)) as client:
+            quic = client._quic
+            stop = asyncio.Event()
+
+            async def produce() -> None:
+                if mode == "datagram":
+                    payload = bytes(quicstats.max_datagram_payload(quic))
+                    while not stop.is_set():
+                        # keep aioquic's unbounded queue short, as an application must
+                        while quicstats.pending_datagram_count(quic) < 64:
+                            quic.send_datagram_frame(payload)
+                        client.transmit()
+                        await asyncio.sleep(0)
+                else:
+                    sid = quic.get_next_available_stream_id(is_unidirectional=True)
+                    chunk = bytes(cfg.array_bytes)
+                    while not stop.is_set():
+                        if quicstats.unsent_stream_bytes(quic, sid) < 4 * cfg.array_bytes:
+                            quic.send_stream_data(sid, chunk)
+                            client.transmit()
+                        await asyncio.sleep(0)
+
+            task = asyncio.create_task(produce())
+            mbps = await _measure(counter, cfg)
+            stop.set()
+            await task
+    finally:
+        server.close()
+    return mbps
+
+
+async def _edgewire(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> float:
+    counter = _Counter()
+
+    async def handler(conn: edgewire.Connection) -> None:
+        ch = await conn.accept()
+        async for msg in ch:
+            payload = msg.payload
+            counter.add(payload.nbytes if isinstance(payload, np.ndarray) else len(payload))
+
+    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=str(cert),
+                                  keyfile=str(key))
+    port = server.address[1]
+    try:
+        async with edgewire.connect(f"localhost:{port}", cafile=str(cert)) as conn:
+            stop = asyncio.Event()
+            if mode == "datagram":
+                # a long deadline: this measures throughput, not timeliness
+                ch = await conn.channel("video", qos=QoS(
+                    priority=2, deadline_ms=5000.0, reliable=False,
+                    max_queue_bytes=8 << 20, max_message_bytes=4 << 20))
+                room = quicstats.max_datagram_payload(conn.session.quic) - HEADER_SIZE
+                frame = bytes(max(room, cfg.video_frame_bytes // room * room))
+            else:
+                ch = await conn.channel("embeddings")
+                array = np.zeros(cfg.array_bytes // 4, dtype=np.float32)
+
+            async def produce() -> None:
+                while not stop.is_set():
+                    if mode == "datagram":
+                        ch.send_nowait(frame)
+                        await ch.drain(low_water_bytes=2 * len(frame))
+                    else:
+                        await ch.send(array)
+                        await ch.drain(low_water_bytes=4 * cfg.array_bytes)
+
+            task = asyncio.create_task(produce())
+            mbps = await _measure(counter, cfg)
+            stop.set()
+            await task
+    finally:
+        server.close()
+        await server.wait_closed()
+    return mbps
+
+
+Runner = Callable[[str, ThroughputConfig, Path, Path], Awaitable[float]]
+
+
+async def _run_all(cfg: ThroughputConfig, progress: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = write_self_signed(tmp)
+        for mode in ("datagram", "stream"):
+            runs: dict[str, list[float]] = {"aioquic": [], "edgewire": []}
+            for r in range(cfg.rounds):
+                contenders: list[tuple[str, Runner]] = [("aioquic", _raw), ("edgewire", _edgewire)]
+                if r % 2:
+                    contenders.reverse()
+                for name, fn in contenders:
+                    mbps = await fn(mode, cfg, cert, key)
+                    runs[name].append(mbps)
+                    progress(f"{mode} round {r + 1}/{cfg.rounds}: {name} {mbps:.1f} Mbit/s")
+            raw = statistics.median(runs["aioquic"])
+            ours = statistics.median(runs["edgewire"])
+            out[mode] = {
+                "aioquic_mbps": round(raw, 2),
+                "edgewire_mbps": round(ours, 2),
+                "ratio": round(ours / raw, 3) if raw > 0 else None,
+                "runs": {k: [round(v, 2) for v in vs] for k, vs in runs.items()},
+            }
+    out["config"] = {"seconds": cfg.seconds, "rounds": cfg.rounds,
+                     "video_frame_bytes": cfg.video_frame_bytes, "array_bytes": cfg.array_bytes}
+    return out
+
+
+def run_throughput(
+    cfg: ThroughputConfig, progress: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    """Run the benchmark; returns ``{"datagram": {...}, "stream": {...}, "config": {...}}``."""
+    return asyncio.run(_run_all(cfg, progress))
