@@ -27,6 +27,8 @@ __all__ = [
     "Hello",
     "HelloAck",
     "OpenChannel",
+    "Ping",
+    "Pong",
     "decode_control",
     "encode_control",
 ]
@@ -72,6 +74,26 @@ class ClockSync:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Ping:
+    """Clock probe (client to server); the server answers with a Pong at once."""
+
+    clock: float
+    """Client clock when sent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pong:
+    """Answer to a Ping with the server's clock readings."""
+
+    clock_echo: float
+    """The Ping's ``clock``."""
+    clock_recv: float
+    """Server clock when the Ping arrived."""
+    clock_send: float
+    """Server clock when this Pong was sent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OpenChannel:
     """Announces a channel the sender opened, with its kind and QoS."""
 
@@ -104,7 +126,9 @@ class AppMessage:
     """Any CBOR value."""
 
 
-ControlMessage = Hello | HelloAck | ClockSync | OpenChannel | CloseChannel | AppMessage
+ControlMessage = (
+    Hello | HelloAck | ClockSync | Ping | Pong | OpenChannel | CloseChannel | AppMessage
+)
 
 
 def encode_control(msg: ControlMessage) -> bytes:
@@ -120,6 +144,11 @@ def encode_control(msg: ControlMessage) -> bytes:
                    "software": msg.software}
         case ClockSync():
             obj = {"t": "clock", "offset": msg.offset}
+        case Ping():
+            obj = {"t": "ping", "clock": msg.clock}
+        case Pong():
+            obj = {"t": "pong", "clock_echo": msg.clock_echo, "clock_recv": msg.clock_recv,
+                   "clock_send": msg.clock_send}
         case OpenChannel():
             q = msg.qos
             obj = {"t": "open", "ch": msg.channel_id, "kind": msg.kind.value, "name": msg.name,
@@ -189,6 +218,11 @@ def decode_control(data: bytes) -> ControlMessage | None:
                         software=str(obj.get("software", ""))[:256])
     if kind == "clock":
         return ClockSync(offset=_float(obj, "offset"))
+    if kind == "ping":
+        return Ping(clock=_float(obj, "clock"))
+    if kind == "pong":
+        return Pong(clock_echo=_float(obj, "clock_echo"), clock_recv=_float(obj, "clock_recv"),
+                    clock_send=_float(obj, "clock_send"))
     if kind == "open":
         try:
             ch_kind = ChannelKind(_get(obj, "kind", str))

@@ -55,6 +55,10 @@ __all__ = ["Session"]
 
 #: Packet bytes around a DATAGRAM payload, counted against the congestion window.
 K_DATAGRAM_OVERHEAD = 40  # bytes
+#: When the client probes the clock offset again, counted from the hello: quick probes
+#: first (the hello's own sample is skewed by handshake processing), then every 10 s.
+K_CLOCK_PROBES = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # seconds
+K_CLOCK_PROBE_INTERVAL = 10.0  # seconds
 #: Versions this implementation speaks.
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 
@@ -87,6 +91,10 @@ class Session(Receiver):
         self._hello_deadline: float | None = None
         self._hello_sent_at = 0.0
         self.version: int | None = None
+        self._clock_rtt = math.inf  # round trip of the best clock sample so far
+        self._probe_at: float | None = None
+        self._probes_sent = 0
+        self._hello_done_at = 0.0
         self.connection_ids_changed = True
         """Set when QUIC issues or retires connection ids (a server re-reads its routes)."""
 
@@ -114,6 +122,10 @@ class Session(Receiver):
             self._process_quic_events(now)
         if not self.ready and self._hello_deadline is not None and now >= self._hello_deadline:
             self.close(ErrorCode.HELLO_TIMEOUT, "edgewire hello did not complete", now=now)
+        if self._probe_at is not None and now >= self._probe_at and not self.closed:
+            self._send_control(ctl.Ping(clock=now))
+            self._probes_sent += 1
+            self._schedule_probe()
         self._expire_receive(now)
         for cid in list(self._backlog):
             dq = self._channels[cid].dgram_queue
@@ -133,7 +145,7 @@ class Session(Receiver):
                 timer = earliest(timer, dq.next_deadline())
         if not self.ready:
             timer = earliest(timer, self._hello_deadline)
-        return earliest(timer, self._receive_timer())
+        return earliest(timer, self._probe_at, self._receive_timer())
 
     def datagrams_to_send(self, *, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """UDP datagrams to send now, with their destinations."""
@@ -487,11 +499,14 @@ class Session(Receiver):
                            f"server chose unsupported version {msg.version}", now=now)
                 return
             self.version = msg.version
-            # NTP-style: offset = server clock - client clock, symmetric-path assumption
-            server_offset = ((msg.clock_recv - msg.clock_echo) + (msg.clock_send - now)) / 2
-            self.clock_offset = server_offset
-            self._send_control(ctl.ClockSync(offset=server_offset))
+            self._hello_done_at = now
+            self._clock_sample(msg.clock_echo, msg.clock_recv, msg.clock_send, now)
+            self._schedule_probe()
             self._push(SessionReady(version=self.version, peer_software=msg.software))
+        elif isinstance(msg, ctl.Pong) and self.is_client and self.ready:
+            self._clock_sample(msg.clock_echo, msg.clock_recv, msg.clock_send, now)
+        elif isinstance(msg, ctl.Ping) and not self.is_client and self.ready:
+            self._send_control(ctl.Pong(clock_echo=msg.clock, clock_recv=now, clock_send=now))
         elif isinstance(msg, ctl.ClockSync) and not self.is_client:
             self.clock_offset = -msg.offset
         elif not self.ready:
@@ -506,6 +521,22 @@ class Session(Receiver):
         else:
             raise RemoteProtocolError(f"unexpected {type(msg).__name__}",
                                       error_code=ErrorCode.CONTROL_PROTOCOL_ERROR)
+
+    def _clock_sample(self, t0: float, t1: float, t2: float, t3: float) -> None:
+        """NTP-style offset (server clock - client clock) from one probe; the sample with
+        the shortest round trip wins, as its one-way delays are the least skewed."""
+        rtt = (t3 - t0) - (t2 - t1)
+        if rtt < 0 or rtt > self._clock_rtt:
+            return
+        self._clock_rtt = rtt
+        self.clock_offset = ((t1 - t0) + (t2 - t3)) / 2
+        self._send_control(ctl.ClockSync(offset=self.clock_offset))
+
+    def _schedule_probe(self) -> None:
+        n = self._probes_sent
+        delay = K_CLOCK_PROBES[n] if n < len(K_CLOCK_PROBES) else K_CLOCK_PROBE_INTERVAL
+        base = self._hello_done_at if n < len(K_CLOCK_PROBES) else (self._probe_at or 0.0)
+        self._probe_at = base + delay
 
     def _on_open(self, msg: ctl.OpenChannel, now: float) -> None:
         cid = msg.channel_id

@@ -1,0 +1,183 @@
+"""The ``edgewire`` command: demo, serve, connect, cert, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import edgewire
+from edgewire.aio.runner import WorkloadReceiver, run_client
+from edgewire.certs import write_self_signed
+from edgewire.errors import EdgewireError, InsecureConnectionWarning
+
+__all__ = ["main"]
+
+COLUMNS = ("sent", "delivered", "dropped", "on_time_ratio", "p50", "p95", "p99", "goodput_kbps")
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Per-channel table for the terminal."""
+    header = f"{'channel':<11}" + "".join(f"{c:>14}" for c in COLUMNS)
+    lines = [header, "-" * len(header)]
+    for name, row in result["channels"].items():
+        lat = row.get("latency_ms") or {}
+        cells = {**row, **{k: lat.get(k) for k in ("p50", "p95", "p99")}}
+        out = f"{name:<11}"
+        for col in COLUMNS:
+            value = cells.get(col)
+            if value is None:
+                text = "-"
+            elif isinstance(value, float):
+                text = f"{value:.3f}" if col == "on_time_ratio" else f"{value:.2f}"
+            else:
+                text = str(value)
+            out += f"{text:>14}"
+        lines.append(out)
+    lines.append("latency in ms (capture to delivery); goodput in kbit/s")
+    return "\n".join(lines)
+
+
+async def _demo(seconds: float, quiet: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = write_self_signed(tmp)
+        receiver = WorkloadReceiver()
+        server = await edgewire.serve("127.0.0.1", 0, receiver.run, certfile=str(cert),
+                                      keyfile=str(key))
+        try:
+            port = server.address[1]
+            # verification stays on: the client trusts the demo's own certificate
+            async with edgewire.connect(f"edgewire://localhost:{port}",
+                                        cafile=str(cert)) as conn:
+                progress = None if quiet else (
+                    lambda t: _progress(f"demo: {t:.0f}/{seconds:.0f} s"))
+                return await run_client(conn, seconds=seconds, progress=progress)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    certfile, keyfile = args.cert, args.key
+    if certfile is None:
+        tmp = Path(tempfile.mkdtemp(prefix="edgewire-cert-"))
+        cert, key = write_self_signed(tmp, [args.host if args.host not in ("0.0.0.0", "::")
+                                            else "localhost", "localhost", "127.0.0.1"])
+        certfile, keyfile = str(cert), str(key)
+        _progress(f"no --cert given: using a new self-signed certificate {certfile}")
+    server = await edgewire.serve(args.host, args.port, WorkloadReceiver().run,
+                                  certfile=certfile, keyfile=keyfile)
+    host, port = server.address
+    _progress(f"edgewire server listening on {host}:{port}")
+    _progress(f"connect with: edgewire connect edgewire://localhost:{port} --cafile {certfile}")
+    try:
+        await server.wait_closed()
+    finally:
+        server.close()
+
+
+async def _connect(args: argparse.Namespace) -> dict[str, Any]:
+    async with edgewire.connect(args.url, cafile=args.cafile, insecure=args.insecure,
+                                server_name=args.server_name) as conn:
+        progress = None if args.json else (
+            lambda t: _progress(f"connect: {t:.0f}/{args.seconds:.0f} s"))
+        return await run_client(conn, seconds=args.seconds, progress=progress)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edgewire.cli.bench_throughput import ThroughputConfig, run_throughput
+
+    cfg = ThroughputConfig(seconds=args.seconds, rounds=args.rounds)
+    result = run_throughput(cfg, progress=_progress)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for mode in ("datagram", "stream"):
+            r = result[mode]
+            print(f"{mode:<9} aioquic {r['aioquic_mbps']:8.1f} Mbit/s   edgewire "
+                  f"{r['edgewire_mbps']:8.1f} Mbit/s   ratio {r['ratio']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``edgewire`` command."""
+    p = argparse.ArgumentParser(prog="edgewire", description=__doc__)
+    p.add_argument("--version", action="version", version=f"edgewire {edgewire.__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="server and client over loopback UDP, all four channels")
+    d.add_argument("--seconds", type=float, default=5.0, help="how long to send (default 5)")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+
+    s = sub.add_parser("serve", help="accept sessions and record what arrives")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=4433)
+    s.add_argument("--cert", help="certificate PEM (default: a new self-signed one)")
+    s.add_argument("--key", help="private key PEM")
+
+    c = sub.add_parser("connect", help="send the demo workload to a server, print its report")
+    c.add_argument("url", help="edgewire://host:port")
+    c.add_argument("--seconds", type=float, default=5.0)
+    c.add_argument("--cafile", help="trust this certificate (e.g. from `edgewire cert`)")
+    c.add_argument("--insecure", action="store_true",
+                   help="skip certificate verification (development only; warns)")
+    c.add_argument("--server-name", help="TLS server name (default: the URL's host)")
+    c.add_argument("--json", action="store_true")
+
+    k = sub.add_parser("cert", help="write a self-signed development certificate")
+    k.add_argument("--out", default=".", help="directory for cert.pem and key.pem")
+    k.add_argument("--host", action="append", help="name or IP (repeatable; default "
+                   "localhost, 127.0.0.1, ::1)")
+    k.add_argument("--days", type=int, default=30)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    t = bsub.add_parser("throughput", help="edgewire channels vs raw aioquic on loopback")
+    t.add_argument("--seconds", type=float, default=2.0, help="measured seconds per run")
+    t.add_argument("--rounds", type=int, default=3, help="runs per contender (median)")
+    t.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edgewire`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "demo":
+            result = asyncio.run(_demo(args.seconds, quiet=args.json))
+            print(json.dumps(result) if args.json else format_table(result))
+        elif args.command == "serve":
+            asyncio.run(_serve(args))
+        elif args.command == "connect":
+            if args.insecure:
+                warnings.simplefilter("always", InsecureConnectionWarning)
+            result = asyncio.run(_connect(args))
+            print(json.dumps(result) if args.json else format_table(result))
+        elif args.command == "cert":
+            cert, key = write_self_signed(args.out, args.host, days=args.days)
+            print(f"wrote {cert} and {key}")
+        elif args.command == "bench":
+            return _bench(args)
+    except KeyboardInterrupt:
+        return 130
+    except (EdgewireError, OSError, TimeoutError) as exc:
+        print(f"edgewire: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
