@@ -17,5 +17,7 @@ def pair(cert_pair: tuple[str, str]) -> Pair:
     """A connected client/server pair, hello done, in virtual time."""
     p = Pair(*cert_pair)
     p.run(0.5)
-    assert p.client.ready and p.server is not None and p.server.ready
+    assert p.client.ready
+    assert p.server is not None
+    assert p.server.ready
     return p

@@ -39,10 +39,12 @@ def test_handshake_and_hello(pair: Pair) -> None:
                                                                 peer_software="edgewire")]
     assert len(pair.events("server", SessionReady)) == 1
     q = pair.client.quic_stats()
-    assert q.rtt_smoothed is not None and q.rtt_smoothed == pytest.approx(0.010, abs=0.003)
+    assert q.rtt_smoothed is not None
+    assert q.rtt_smoothed == pytest.approx(0.010, abs=0.003)
     # both sides share the virtual clock, so the estimated offset must be ~0
     assert abs(pair.client.clock_offset) < 1e-3
-    assert pair.server is not None and abs(pair.server.clock_offset) < 1e-3
+    assert pair.server is not None
+    assert abs(pair.server.clock_offset) < 1e-3
 
 
 def test_wrong_certificate_authority_fails(tmp_path, cert_pair) -> None:
@@ -54,7 +56,8 @@ def test_wrong_certificate_authority_fails(tmp_path, cert_pair) -> None:
     p.run(1.0)
     assert not p.client.ready
     closed = p.events("client", SessionClosed)
-    assert closed and "certificate" in closed[0].reason
+    assert closed
+    assert "certificate" in closed[0].reason
     with pytest.raises(ConnectionClosedError):
         p.client.open_channel("audio", now=p.now)
 
@@ -80,16 +83,19 @@ def test_four_kinds_delivered(pair: Pair) -> None:
     assert opened[emb].name == "vectors"
     assert [m.payload for m in received(pair, audio)] == [b"a" * 160]
     (v,) = received(pair, video)
-    assert v.payload == frame and v.keyframe
+    assert v.payload == frame
+    assert v.keyframe
     assert [m.payload.ids for m in received(pair, tokens)] == [(1, 2, 3), (4, 5)]
     assert received(pair, tokens)[1].payload.text == "hello"
     (e,) = received(pair, emb)
-    assert e.payload.dtype == np.float32 and np.array_equal(e.payload, array)
+    assert e.payload.dtype == np.float32
+    assert np.array_equal(e.payload, array)
     # capture-to-delivery latency is the link delay (5 ms) plus scheduling
     assert 0.004 < v.latency < 0.05
     assert pair.server is not None
     stats = pair.server.channel_stats(video)
-    assert stats.delivered == 1 and stats.delivered_bytes == len(frame)
+    assert stats.delivered == 1
+    assert stats.delivered_bytes == len(frame)
     assert pair.client.channel_stats(video).sent_datagrams >= 9
 
 
@@ -113,7 +119,8 @@ def test_embeddings_large_message_chunked(pair: Pair) -> None:
     pair.client.send(ch, big, now=pair.now)
     pair.run(5.0)
     (msg,) = received(pair, ch)
-    assert msg.payload.shape == (1000, 1000) and np.array_equal(msg.payload, big)
+    assert msg.payload.shape == (1000, 1000)
+    assert np.array_equal(msg.payload, big)
 
 
 def test_sender_drops_expired_frames(pair: Pair) -> None:
@@ -124,7 +131,8 @@ def test_sender_drops_expired_frames(pair: Pair) -> None:
     pair.run(0.2)
     assert [m.payload for m in received(pair, ch)] == [b"fresh"]
     stats = pair.client.channel_stats(ch)
-    assert stats.expired == 1 and stats.sent_datagrams == 1
+    assert stats.expired == 1
+    assert stats.sent_datagrams == 1
 
 
 def test_receiver_reports_incomplete_frame(cert_pair) -> None:
@@ -147,7 +155,8 @@ def test_receiver_reports_incomplete_frame(cert_pair) -> None:
     assert dropped
     lost = [e for e in p.server_events if isinstance(e, FrameLost)]
     assert [(e.channel_id, e.reason) for e in lost] == [(ch, "incomplete")]
-    assert p.server is not None and p.server.channel_stats(ch).lost == 1
+    assert p.server is not None
+    assert p.server.channel_stats(ch).lost == 1
     assert received(p, ch) == []
 
 
@@ -161,7 +170,8 @@ def test_receiver_drops_late_frames(cert_pair) -> None:
     p.run(1.0)
     assert received(p, ch) == []
     assert [e.reason for e in p.server_events if isinstance(e, FrameLost)] == ["late"]
-    assert p.server is not None and p.server.channel_stats(ch).late == 1
+    assert p.server is not None
+    assert p.server.channel_stats(ch).late == 1
 
 
 def test_priority_audio_before_video(pair: Pair) -> None:
@@ -240,7 +250,8 @@ def test_close_channel_after_last_message(pair: Pair) -> None:
     pair.run(1.0)
     tail = [e for e in pair.server_events
             if isinstance(e, MessageReceived | ChannelClosed) and e.channel_id == ch]
-    assert len(tail) == 51 and isinstance(tail[-1], ChannelClosed)
+    assert len(tail) == 51
+    assert isinstance(tail[-1], ChannelClosed)
 
 
 def test_app_message_and_server_opened_channel(pair: Pair) -> None:
@@ -293,9 +304,11 @@ def test_garbage_on_control_stream_closes(pair: Pair) -> None:
     pair.client.quic.send_stream_data(0, encode_record(b"\xff\xfe not cbor"))
     pair.run(1.0)
     (closed,) = pair.events("server", SessionClosed)
-    assert closed.error_code == ErrorCode.CONTROL_PROTOCOL_ERROR and not closed.by_peer
+    assert closed.error_code == ErrorCode.CONTROL_PROTOCOL_ERROR
+    assert not closed.by_peer
     (peer,) = pair.events("client", SessionClosed)
-    assert peer.by_peer and peer.error_code == ErrorCode.CONTROL_PROTOCOL_ERROR
+    assert peer.by_peer
+    assert peer.error_code == ErrorCode.CONTROL_PROTOCOL_ERROR
 
 
 def test_peer_open_with_wrong_parity_closes(pair: Pair) -> None:
@@ -321,13 +334,14 @@ def test_version_negotiation_failure(cert_pair, monkeypatch: pytest.MonkeyPatch)
     p.run(1.0)
     assert not p.client.ready
     (closed,) = p.events("client", SessionClosed)
-    assert closed.error_code == ErrorCode.VERSION_NEGOTIATION_FAILED and closed.by_peer
+    assert closed.error_code == ErrorCode.VERSION_NEGOTIATION_FAILED
+    assert closed.by_peer
 
 
 def test_hello_timeout(cert_pair, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgewire.transport import SessionConfig
-
     import cbor2
+
+    from edgewire.transport import SessionConfig
 
     real = ctl.encode_control
     # the client's hello turns into a message type the server skips: no answer comes
@@ -347,7 +361,8 @@ def test_stats_dict(pair: Pair) -> None:
         pair.run(0.02)
     stats = pair.client.stats()
     assert stats["rtt_ms"]["min"] == pytest.approx(10.0, abs=3.0)
-    assert stats["cwnd_bytes"] > 0 and stats["bytes_in_flight"] >= 0
+    assert stats["cwnd_bytes"] > 0
+    assert stats["bytes_in_flight"] >= 0
     assert stats["channels"]["audio#0"]["sent_messages"] == 5
     assert pair.server is not None
     server_row = pair.server.stats()["channels"]["audio#0"]

@@ -61,13 +61,14 @@ async def connect(
     server_name: str | None = None,
     congestion_control: str = "reno",
     config: SessionConfig | None = None,
-    timeout: float = 10.0,
+    handshake_timeout: float = 10.0,
     secrets_log_file: TextIO | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect to an edgewire server; ``async with connect(url) as session: ...``.
 
     The server's certificate is verified against the system trust store or ``cafile``.
-    ``insecure=True`` skips verification and warns (InsecureConnectionWarning).
+    ``insecure=True`` skips verification and warns (InsecureConnectionWarning). The QUIC
+    handshake and edgewire hello must finish within ``handshake_timeout`` seconds.
     """
     host, port = parse_url(url)
     if insecure:
@@ -104,7 +105,7 @@ async def connect(
     try:
         session.connect(addr, now=loop.time())
         conn._transmit()
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(handshake_timeout):
             await conn.wait_ready()
         async with conn:
             yield conn

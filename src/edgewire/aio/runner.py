@@ -47,9 +47,11 @@ async def send_workload(
     for src in sources.values():
         src.start(now=start)
     next_progress = start + 1.0
-    while (now := loop.time()) < end:
+    while True:
+        now = loop.time()
+        # a late wake-up still sends everything due before the end, and nothing after it
         for kind, src in sources.items():
-            for frame in src.poll(now=now):
+            for frame in src.poll(now=min(now, end - 1e-9)):
                 ch = channels[kind]
                 if ch.qos.reliable:
                     await ch.send(frame.payload, timestamp=frame.timestamp)
@@ -58,6 +60,8 @@ async def send_workload(
                                    keyframe=frame.keyframe)
                 sent[kind]["sent"] += 1
                 sent[kind]["sent_bytes"] += payload_size(frame.payload)
+        if now >= end:
+            break
         if progress is not None and now >= next_progress:
             progress(now - start)
             next_progress += 1.0
@@ -132,11 +136,11 @@ class WorkloadReceiver:
 
 
 async def request_report(
-    conn: Connection, sent: dict[str, dict[str, Any]], duration_s: float, timeout: float = 30.0
+    conn: Connection, sent: dict[str, dict[str, Any]], duration_s: float, wait_s: float = 30.0
 ) -> dict[str, Any]:
     """Ask the peer's WorkloadReceiver for its per-channel summary."""
     await conn.send_app_message({"t": REPORT_REQUEST, "sent": sent, "duration_s": duration_s})
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(wait_s):
         while True:
             body = await conn.recv_app_message()
             if isinstance(body, dict) and body.get("t") == REPORT:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aioquic.asyncio import QuicConnectionProtocol
-from aioquic.asyncio import connect as quic_connect
-from aioquic.asyncio import serve as quic_serve
+from aioquic.asyncio.client import connect as quic_connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import serve as quic_serve
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import DatagramFrameReceived, QuicEvent, StreamDataReceived
 
@@ -100,6 +100,7 @@ async def _raw(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> float
 
     server = await quic_serve("127.0.0.1", 0, configuration=_raw_config(False, cert, key),
                               create_protocol=make)
+    assert server._transport is not None
     port = server._transport.get_extra_info("sockname")[1]
     try:
         async with quic_connect("127.0.0.1", port,

@@ -179,7 +179,11 @@ def _get(obj: dict[Any, Any], key: str, typ: type | tuple[type, ...]) -> Any:
 
 
 def _float(obj: dict[Any, Any], key: str) -> float:
-    value = float(_get(obj, key, (int, float)))
+    raw = _get(obj, key, (int, float))
+    try:
+        value = float(raw)
+    except OverflowError:  # a CBOR bignum beyond float range
+        raise _fail(f"{key!r} out of range") from None
     if not math.isfinite(value):
         raise _fail(f"{key!r} is not finite")
     return value
@@ -190,6 +194,13 @@ def _uint(obj: dict[Any, Any], key: str, limit: int) -> int:
     if not 0 <= value <= limit:
         raise _fail(f"{key!r}={value} out of range")
     return value
+
+
+def _software(obj: dict[Any, Any]) -> str:
+    value = obj.get("software", "")
+    if not isinstance(value, str):
+        raise _fail("'software' is not text")
+    return value[:256]
 
 
 def decode_control(data: bytes) -> ControlMessage | None:
@@ -209,13 +220,13 @@ def decode_control(data: bytes) -> ControlMessage | None:
         ):
             raise _fail("'versions' must be a non-empty list of integers")
         return Hello(versions=tuple(versions[:64]), clock=_float(obj, "clock"),
-                     software=str(obj.get("software", ""))[:256])
+                     software=_software(obj))
     if kind == "hello_ack":
         return HelloAck(version=_uint(obj, "version", (1 << 32) - 1),
                         clock_echo=_float(obj, "clock_echo"),
                         clock_recv=_float(obj, "clock_recv"),
                         clock_send=_float(obj, "clock_send"),
-                        software=str(obj.get("software", ""))[:256])
+                        software=_software(obj))
     if kind == "clock":
         return ClockSync(offset=_float(obj, "offset"))
     if kind == "ping":

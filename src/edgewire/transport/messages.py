@@ -92,8 +92,12 @@ def decode_array(body: bytes) -> tuple[np.ndarray[Any, Any], float]:
     if math.prod(shape) * dtype.itemsize != len(data):
         raise RemoteProtocolError("array record size does not match dtype and shape")
     # read-only view over the received bytes: no copy on the receive path
-    arr = np.frombuffer(data, dtype=dtype).reshape(shape)
-    return arr, float(ts)
+    try:
+        arr = np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError:  # e.g. a zero-size array whose dimensions overflow numpy's limits
+        raise RemoteProtocolError("array record shape is not representable") from None
+    assert isinstance(ts, float)
+    return arr, ts
 
 
 def _is_uint(value: object, bits: int) -> bool:

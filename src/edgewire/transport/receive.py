@@ -160,7 +160,7 @@ class Receiver:
 
     def _replay_early(self, channel_id: int, now: float) -> None:
         keep: deque[tuple[float, int, bytes]] = deque()
-        replay = []
+        replay: list[tuple[float, int, bytes]] = []
         for entry in self._early:
             (replay if entry[1] == channel_id else keep).append(entry)
         self._early = keep

@@ -48,8 +48,13 @@ class DatagramQueue:
         size = sum(len(d) for d in datagrams)
         self._frames.append(_Frame(deque(datagrams), deadline, size))
         self.bytes += size
-        while self.bytes > self.limit_bytes and len(self._frames) > 1:
-            old = self._frames.popleft()
+        frames = self._frames
+        # drop the oldest frames not yet started: a started one is finished, since the
+        # peer would otherwise get a partial frame for the bandwidth already spent
+        victim = 1 if frames[0].started else 0
+        while self.bytes > self.limit_bytes and len(frames) - victim > 1:
+            old = frames[victim]
+            del frames[victim]
             self.bytes -= old.size
             self.dropped += 1
 

@@ -8,7 +8,6 @@ and re-arms its timer from ``get_timer``. After every call it drains ``next_even
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +29,6 @@ from edgewire.transport.events import (
     AppMessageReceived,
     ChannelOpened,
     Event,
-    MessageReceived,
     SessionClosed,
     SessionReady,
 )
@@ -170,12 +168,9 @@ class Session(Receiver):
     ) -> int:
         """Open a channel of ``kind``; returns its id. The peer gets a ChannelOpened event."""
         self._check_usable()
-        kind = ChannelKind(kind) if kind in ChannelKind._value2member_map_ else None  # type: ignore[assignment]
-        if kind is None:
-            raise LocalProtocolError(
-                f"unknown channel kind; expected one of {[k.value for k in ChannelKind]}"
-            )
-        qos = qos or default_qos(kind)
+        base = default_qos(kind)  # raises LocalProtocolError for an unknown kind
+        kind = ChannelKind(kind)
+        qos = qos or base
         if qos.reliable != kind.reliable:
             raise LocalProtocolError(f"{kind.value} channels must have reliable={kind.reliable}")
         name = kind.value if name is None else name
@@ -369,7 +364,8 @@ class Session(Receiver):
             )
             state.next_seq += 1
             datagrams.append(header + payload[i * room : (i + 1) * room])
-        assert state.dgram_queue is not None and qos.deadline_ms is not None
+        assert state.dgram_queue is not None
+        assert qos.deadline_ms is not None
         state.dgram_queue.push(datagrams, deadline=ts + qos.deadline_ms / 1000.0)
         self._backlog.add(state.channel_id)
         state.stats.sent_messages += 1
@@ -403,7 +399,8 @@ class Session(Receiver):
                 if sq.bytes and budget > 0:
                     for piece in sq.take(budget):
                         budget -= len(piece)
-                        quic.send_stream_data(sid, piece)
+                        # aioquic copies the data into its buffer; a view avoids one copy
+                        quic.send_stream_data(sid, piece)  # type: ignore[arg-type]
                 if state.fin_pending and not sq.bytes:
                     quic.send_stream_data(sid, b"", end_stream=True)
                     state.fin_pending = False

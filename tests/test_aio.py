@@ -1,0 +1,152 @@
+"""asyncio API over real loopback UDP sockets with TLS verification on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+import edgewire
+from edgewire.aio import parse_url
+from edgewire.cli.main import main
+from edgewire.errors import (
+    ConnectionClosedError,
+    InsecureConnectionWarning,
+    LocalProtocolError,
+    QueueFullError,
+)
+from edgewire.transport import QoS, TokenMessage
+
+
+async def _echo_server(cert_pair: tuple[str, str], got: dict[str, list[object]]
+                       ) -> edgewire.Server:
+    async def handler(conn: edgewire.Connection) -> None:
+        async def read(ch: edgewire.Channel) -> None:
+            async for msg in ch:
+                got.setdefault(ch.name, []).append(msg.payload)
+
+        tasks = [asyncio.create_task(read(await conn.accept())) for _ in range(4)]
+        await asyncio.gather(*tasks)
+        await conn.send_app_message({"done": {k: len(v) for k, v in got.items()}})
+        await conn.wait_closed()
+
+    return await edgewire.serve("127.0.0.1", 0, handler, certfile=cert_pair[0],
+                                keyfile=cert_pair[1])
+
+
+@pytest.mark.asyncio
+async def test_four_channels_over_loopback(cert_pair: tuple[str, str]) -> None:
+    got: dict[str, list[object]] = {}
+    server = await _echo_server(cert_pair, got)
+    port = server.address[1]
+    array = np.random.default_rng(1).standard_normal((8, 768)).astype(np.float32)
+    async with edgewire.connect(f"edgewire://localhost:{port}", cafile=cert_pair[0]) as conn:
+        audio = await conn.channel("audio")
+        video = await conn.channel("video")
+        tokens = await conn.channel("tokens")
+        emb = await conn.channel("embeddings")
+        for i in range(20):
+            await audio.send(bytes([i]) * 80)
+            await video.send(bytes([i]) * 30_000, keyframe=i == 0)
+            await tokens.send(TokenMessage(ids=(i,), text=str(i)))
+            await emb.send(array * i)
+            await asyncio.sleep(0.005)
+        for ch in (audio, video, tokens, emb):
+            await ch.drain()
+            await ch.close()
+        report = await asyncio.wait_for(conn.recv_app_message(), 10)
+        assert conn.stats()["rtt_ms"]["smoothed"] is not None
+    server.close()
+    await server.wait_closed()
+    assert report == {"done": {"audio": 20, "video": 20, "tokens": 20, "embeddings": 20}}
+    assert [t.ids[0] for t in got["tokens"]] == list(range(20))  # type: ignore[attr-defined]
+    for i, received in enumerate(got["embeddings"]):
+        assert np.array_equal(received, array * i)  # type: ignore[arg-type]
+    assert got["video"][3] == bytes([3]) * 30_000
+
+
+@pytest.mark.asyncio
+async def test_untrusted_certificate_is_refused(cert_pair: tuple[str, str]) -> None:
+    server = await _echo_server(cert_pair, {})
+    port = server.address[1]
+    with pytest.raises(ConnectionClosedError, match="certificate"):
+        async with edgewire.connect(f"localhost:{port}", handshake_timeout=5):
+            pass
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_insecure_warns_and_connects(cert_pair: tuple[str, str]) -> None:
+    server = await _echo_server(cert_pair, {})
+    port = server.address[1]
+    with pytest.warns(InsecureConnectionWarning):
+        async with edgewire.connect(f"127.0.0.1:{port}", insecure=True) as conn:
+            assert conn.ready
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_reliable_send_waits_for_room(cert_pair: tuple[str, str]) -> None:
+    got: dict[str, list[object]] = {}
+
+    async def handler(conn: edgewire.Connection) -> None:
+        ch = await conn.accept()
+        async for msg in ch:
+            got.setdefault("e", []).append(msg.payload)
+
+    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=cert_pair[0],
+                                  keyfile=cert_pair[1])
+    qos = QoS(priority=3, deadline_ms=None, reliable=True, max_queue_bytes=300_000,
+              max_message_bytes=1 << 20)
+    async with edgewire.connect(f"localhost:{server.address[1]}", cafile=cert_pair[0]) as conn:
+        ch = await conn.channel("embeddings", qos=qos)
+        block = np.ones(50_000, dtype=np.float32)  # 200 kB: two do not fit the queue
+        ch.send_nowait(block)
+        with pytest.raises(QueueFullError):
+            ch.send_nowait(block)
+        for _ in range(10):
+            await ch.send(block)  # waits instead of raising
+        await ch.drain()
+        await ch.close()
+        for _ in range(200):
+            if len(got.get("e", [])) == 11:
+                break
+            await asyncio.sleep(0.01)
+    server.close()
+    await server.wait_closed()
+    assert len(got["e"]) == 11
+
+
+def test_parse_url() -> None:
+    assert parse_url("edgewire://example.org:5000") == ("example.org", 5000)
+    assert parse_url("localhost") == ("localhost", 4433)
+    assert parse_url("[::1]:7") == ("::1", 7)
+    with pytest.raises(LocalProtocolError, match="scheme"):
+        parse_url("https://x:1")
+    with pytest.raises(LocalProtocolError, match="port"):
+        parse_url("edgewire://x:99999")
+
+
+def test_cli_demo_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--seconds", "1.5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    channels = result["channels"]
+    assert set(channels) == {"audio", "video", "tokens", "embeddings"}
+    for row in channels.values():
+        assert row["delivered"] > 0
+        assert set(row) >= {"sent", "delivered", "dropped", "latency_ms", "goodput_kbps"}
+        assert set(row["latency_ms"]) == {"p50", "p95", "p99"}
+    for kind in ("tokens", "embeddings"):
+        assert channels[kind]["delivered"] == channels[kind]["sent"]
+        assert channels[kind]["dropped"] == 0
+    assert channels["audio"]["sent"] == 75  # 1.5 s of 20 ms frames
+
+
+def test_cli_cert_writes_files(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cert", "--out", str(tmp_path), "--host", "edge.local"]) == 0
+    assert (tmp_path / "cert.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+    assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0
