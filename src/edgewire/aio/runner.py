@@ -51,7 +51,7 @@ async def send_workload(
         now = loop.time()
         # a late wake-up still sends everything due before the end, and nothing after it
         for kind, src in sources.items():
-            for frame in src.poll(now=min(now, end - 1e-9)):
+            for frame in src.poll(now=min(now, end - 1e-6)):
                 ch = channels[kind]
                 if ch.qos.reliable:
                     await ch.send(frame.payload, timestamp=frame.timestamp)
