@@ -105,11 +105,11 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=300)
-@given(ops=ops)
-def test_frames_leave_whole_or_not_at_all(ops: list[tuple]) -> None:
-    # no byte limit pressure here: only deadlines decide
-    q = DatagramQueue(limit_bytes=1 << 30)
+@settings(max_examples=400)
+@given(ops=ops, limit=st.one_of(st.just(1 << 30), st.integers(min_value=10, max_value=120)))
+def test_frames_leave_whole_or_not_at_all(ops: list[tuple], limit: int) -> None:
+    # deadlines and the byte limit may both take frames away, but never part of one
+    q = DatagramQueue(limit_bytes=limit)
     now = 0.0
     deadlines: dict[int, float] = {}
     counts: dict[int, int] = {}
@@ -145,7 +145,9 @@ def test_frames_leave_whole_or_not_at_all(ops: list[tuple]) -> None:
     for tag, datagrams in sent.items():
         assert datagrams == frame(counts[tag], tag)
         assert first_sent_at[tag] < deadlines[tag]
-    assert q.expired == len(deadlines) - len(sent)
+    assert q.expired + q.dropped == len(deadlines) - len(sent)
+    if limit == 1 << 30:
+        assert q.dropped == 0
 
 
 @settings(max_examples=300)
@@ -175,15 +177,26 @@ def test_frame_larger_than_limit_is_kept_alone() -> None:
     assert drain(q, 0.0) == frame(3, 1)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="DatagramQueue.push: the byte limit drops the head frame even when its "
-                          "first fragments are already sent, leaving the peer a partial frame")
 def test_byte_limit_spares_a_started_frame() -> None:
     q = DatagramQueue(limit_bytes=30)
     q.push(frame(3, 0), deadline=1.0)
     assert q.pop(0.0) == frame(3, 0)[0]
     q.push(frame(3, 1), deadline=1.0)
-    assert drain(q, 0.0)[:2] == frame(3, 0)[1:]
+    # over the limit, but the only candidates are the started frame and the newest one
+    assert q.dropped == 0
+    assert q.bytes == 50
+    assert drain(q, 0.0) == frame(3, 0)[1:] + frame(3, 1)
+
+
+def test_byte_limit_drops_behind_a_started_frame() -> None:
+    q = DatagramQueue(limit_bytes=50)
+    q.push(frame(3, 0), deadline=1.0)
+    q.pop(0.0)
+    q.push(frame(3, 1), deadline=1.0)
+    q.push(frame(3, 2), deadline=1.0)
+    assert q.dropped == 1
+    assert q.bytes == 50
+    assert drain(q, 0.0) == frame(3, 0)[1:] + frame(3, 2)
 
 
 # ---------------------------------------------------------------------- StreamQueue

@@ -368,3 +368,38 @@ def test_stats_dict(pair: Pair) -> None:
     server_row = pair.server.stats()["channels"]["audio#0"]
     assert server_row["delivered"] == 5
     assert server_row["latency_ms"]["p50"] == pytest.approx(5.0, abs=2.0)
+
+
+def test_started_frame_does_not_pin_the_timer(cert_pair) -> None:
+    # all traffic lost: the congestion window fills with the first fragments of a big frame
+    p = Pair(*cert_pair)
+    p.run(0.5)
+    ch = p.client.open_channel("video", now=p.now)
+    p.run(0.1)
+    p.drop = lambda d, i, data: True
+    p.client.send(ch, bytes(200_000), now=p.now)
+    p.run(0.6)  # past the 300 ms deadline: the started frame is kept, nothing can expire
+    timer = p.client.get_timer()
+    assert timer is None or timer > p.now
+
+
+def test_datagram_on_reliable_channel_is_dropped(pair: Pair) -> None:
+    qos = QoS(priority=1, deadline_ms=100.0, reliable=True, max_queue_bytes=1000,
+              max_message_bytes=1000)
+    ch = pair.client.open_channel("tokens", qos=qos, now=pair.now)
+    pair.run(0.1)
+    pair.client.quic.send_datagram_frame(
+        encode_header(channel_id=ch, sequence=0, timestamp_us=0, frame_id=0) + b"raw")
+    pair.run(0.2)
+    assert received(pair, ch) == []
+    assert pair.server is not None
+    assert pair.server.channel_stats(ch).malformed == 1
+
+
+def test_app_message_refused_locally(pair: Pair) -> None:
+    with pytest.raises(MessageTooLargeError):
+        pair.client.send_app_message(b"x" * 70_000, now=pair.now)
+    with pytest.raises(LocalProtocolError, match="CBOR"):
+        pair.client.send_app_message(object(), now=pair.now)
+    pair.run(0.5)
+    assert not pair.client.closed

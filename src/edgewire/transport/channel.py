@@ -117,10 +117,8 @@ class Reassembler:
         return None, evicted, False
 
     def next_deadline(self) -> float | None:
-        """Deadline of the oldest partial frame (frames arrive roughly in capture order)."""
-        for part in self._partial.values():
-            return part.deadline
-        return None
+        """Earliest deadline among partial frames (None when there are none)."""
+        return min((p.deadline for p in self._partial.values()), default=None)
 
     def expire(self, now: float) -> list[int]:
         """Give up on every partial frame whose deadline has passed; returns their ids."""

@@ -34,7 +34,7 @@ class SessionConfig:
     early_datagram_ttl: float = 1.0
     """Seconds such datagrams are held before being dropped."""
     max_unknown_stream_bytes: int = 8 << 20
-    """Bytes held on a stream whose channel is not open yet."""
+    """Bytes held, over all streams, for channels whose open has not arrived yet."""
     software: str = "edgewire"
     """Implementation name sent in the hello."""
 

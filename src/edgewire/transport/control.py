@@ -192,7 +192,8 @@ def _float(obj: dict[Any, Any], key: str) -> float:
 def _uint(obj: dict[Any, Any], key: str, limit: int) -> int:
     value: int = _get(obj, key, int)
     if not 0 <= value <= limit:
-        raise _fail(f"{key!r}={value} out of range")
+        # no value in the message: str() of a huge int is itself an error
+        raise _fail(f"{key!r} out of range 0..{limit}")
     return value
 
 

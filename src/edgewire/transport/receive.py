@@ -47,6 +47,7 @@ class _InStream:
     channel_id: int | None = None
     reader: RecordReader | None = None
     held: bytearray = field(default_factory=bytearray)
+    fin: bool = False
     next_message: int = 0
 
 
@@ -60,6 +61,7 @@ class Receiver:
         self._counters = SessionCounters()
         self._early: deque[tuple[float, int, bytes]] = deque()
         self._in_streams: dict[int, _InStream] = {}
+        self._held_bytes = 0
         self.clock_offset = 0.0
         """Peer clock minus this side's clock, seconds (from the hello exchange)."""
         self.closed = False
@@ -103,7 +105,7 @@ class Receiver:
             return
         stats = state.stats
         qos = state.info.qos
-        if qos.deadline_ms is None or (
+        if qos.reliable or qos.deadline_ms is None or (
             hdr.frag_count > 1 and state.info.kind is not ChannelKind.VIDEO
         ):
             stats.malformed += 1
@@ -167,9 +169,10 @@ class Receiver:
         for _, _, data in replay:
             self._on_datagram(data, now)
         for sid, ins in list(self._in_streams.items()):
-            if ins.channel_id == channel_id and ins.reader is None and ins.held:
+            if ins.channel_id == channel_id and ins.reader is None:
                 held, ins.held = bytes(ins.held), bytearray()
-                self._on_stream_data(sid, held, False, now)
+                self._held_bytes -= len(held)
+                self._on_stream_data(sid, held, ins.fin, now)
 
     # ------------------------------------------------------------------ reliable streams
 
@@ -191,9 +194,12 @@ class Receiver:
         state = self._channels.get(ins.channel_id)
         if state is None:
             ins.held += data
-            if len(ins.held) > self.config.max_unknown_stream_bytes:
+            ins.fin = ins.fin or end
+            self._held_bytes += len(data)
+            # one budget for all streams whose channel is not open yet
+            if self._held_bytes > self.config.max_unknown_stream_bytes:
                 self._fatal(RemoteProtocolError(
-                    f"{len(ins.held)} bytes on a stream for unopened channel {ins.channel_id}",
+                    f"{self._held_bytes} bytes held on streams for unopened channels",
                     error_code=ErrorCode.STREAM_PROTOCOL_ERROR), now)
             return
         if not state.info.qos.reliable:

@@ -45,6 +45,8 @@ class DatagramQueue:
 
     def push(self, datagrams: list[bytes], *, deadline: float) -> None:
         """Queue one frame's datagrams; drop the oldest frames if over the limit."""
+        if not datagrams:
+            raise ValueError("a frame needs at least one datagram")
         size = sum(len(d) for d in datagrams)
         self._frames.append(_Frame(deque(datagrams), deadline, size))
         self.bytes += size
@@ -59,8 +61,12 @@ class DatagramQueue:
             self.dropped += 1
 
     def next_deadline(self) -> float | None:
-        """Deadline of the frame at the head (None when empty)."""
-        return self._frames[0].deadline if self._frames else None
+        """When the head frame expires; None when empty or when the head has started
+        (a started frame is always finished, so nothing can expire before it leaves)."""
+        frames = self._frames
+        if not frames or frames[0].started:
+            return None
+        return frames[0].deadline
 
     def expire(self, now: float) -> None:
         """Drop unstarted frames at the head whose deadline has passed."""

@@ -237,7 +237,15 @@ class Session(Receiver):
     def send_app_message(self, body: Any, *, now: float) -> None:
         """Send a small CBOR-encodable value to the peer on the control stream."""
         self._check_usable()
-        self._send_control(ctl.AppMessage(body=body))
+        try:
+            record = ctl.encode_control(ctl.AppMessage(body=body))
+        except Exception as exc:  # cbor2 raises several types for values it cannot encode
+            raise LocalProtocolError(f"app message body is not CBOR-encodable: {exc}") from None
+        if len(record) > ctl.MAX_CONTROL_RECORD:
+            raise MessageTooLargeError(
+                f"app message of {len(record)} bytes exceeds {ctl.MAX_CONTROL_RECORD}")
+        assert self._control_stream is not None
+        self.quic.send_stream_data(self._control_stream, encode_record(record))
 
     def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "", *, now: float) -> None:
         """Close the connection with an application error code (0: clean close)."""
@@ -504,7 +512,7 @@ class Session(Receiver):
             self._clock_sample(msg.clock_echo, msg.clock_recv, msg.clock_send, now)
         elif isinstance(msg, ctl.Ping) and not self.is_client and self.ready:
             self._send_control(ctl.Pong(clock_echo=msg.clock, clock_recv=now, clock_send=now))
-        elif isinstance(msg, ctl.ClockSync) and not self.is_client:
+        elif isinstance(msg, ctl.ClockSync) and not self.is_client and self.ready:
             self.clock_offset = -msg.offset
         elif not self.ready:
             raise RemoteProtocolError(f"{type(msg).__name__} before the hello exchange",
