@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/edgewire demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
