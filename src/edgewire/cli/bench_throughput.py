@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,14 +80,22 @@ def _raw_config(is_client: bool, cert: Path, key: Path) -> QuicConfiguration:
     return base
 
 
-async def _measure(counter: _Counter, cfg: ThroughputConfig) -> float:
+async def _measure(
+    counter: _Counter, cfg: ThroughputConfig,
+    produce: Callable[[], Coroutine[Any, Any, None]], stop: asyncio.Event,
+) -> float:
+    """Run the producer through warm-up and the measured window; goodput in Mbit/s."""
+    task = asyncio.create_task(produce())
     await asyncio.sleep(cfg.warmup_s)
     counter.measuring = True
     loop = asyncio.get_running_loop()
     start = loop.time()
     await asyncio.sleep(cfg.seconds)
     counter.measuring = False
-    return counter.bytes * 8 / (loop.time() - start) / 1e6
+    mbps = counter.bytes * 8 / (loop.time() - start) / 1e6
+    stop.set()
+    await task
+    return mbps
 
 
 async def _raw(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> float:
@@ -126,10 +134,7 @@ async def _raw(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> float
                             client.transmit()
                         await asyncio.sleep(0)
 
-            task = asyncio.create_task(produce())
-            mbps = await _measure(counter, cfg)
-            stop.set()
-            await task
+            mbps = await _measure(counter, cfg, produce, stop)
     finally:
         server.close()
     return mbps
@@ -170,10 +175,7 @@ async def _edgewire(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> 
                         await ch.send(array)
                         await ch.drain(low_water_bytes=4 * cfg.array_bytes)
 
-            task = asyncio.create_task(produce())
-            mbps = await _measure(counter, cfg)
-            stop.set()
-            await task
+            mbps = await _measure(counter, cfg, produce, stop)
     finally:
         server.close()
         await server.wait_closed()
