@@ -15,7 +15,7 @@ from typing import Any
 
 from aioquic.quic.connection import NetworkAddress
 
-from edgewire.errors import ConnectionClosedError, LocalProtocolError
+from edgewire.errors import ConnectionClosedError
 from edgewire.transport import (
     AppMessageReceived,
     ChannelClosed,
@@ -334,7 +334,3 @@ class Connection:
             if self._wakeup is None:
                 self._wakeup = self.loop.create_future()
             await self._wakeup
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise LocalProtocolError("connection is closed")

@@ -87,7 +87,6 @@ class Session(Receiver):
         self._control_stream: int | None = None
         self._control_reader = RecordReader(max_record=ctl.MAX_CONTROL_RECORD)
         self._hello_deadline: float | None = None
-        self._hello_sent_at = 0.0
         self.version: int | None = None
         self._clock_rtt = math.inf  # round trip of the best clock sample so far
         self._probe_at: float | None = None
@@ -464,7 +463,6 @@ class Session(Receiver):
                     self.close(ErrorCode.VERSION_NEGOTIATION_FAILED, "ALPN mismatch", now=now)
                 elif self.is_client:
                     self._control_stream = self.quic.get_next_available_stream_id()
-                    self._hello_sent_at = now
                     self._send_control(ctl.Hello(versions=SUPPORTED_VERSIONS, clock=now,
                                                  software=self.config.software))
             elif isinstance(event, qe.ConnectionIdIssued | qe.ConnectionIdRetired):
@@ -567,8 +565,3 @@ class Session(Receiver):
 
     def _fatal(self, exc: RemoteProtocolError, now: float) -> None:
         self.close(exc.error_code or ErrorCode.STREAM_PROTOCOL_ERROR, str(exc), now=now)
-
-    @property
-    def _rtt(self) -> float:
-        q = quicstats.read_quic_stats(self.quic)
-        return q.rtt_smoothed if q.rtt_smoothed is not None else math.nan
