@@ -94,9 +94,13 @@ async def test_reliable_send_waits_for_room(cert_pair: tuple[str, str]) -> None:
     got: dict[str, list[object]] = {}
 
     async def handler(conn: edgewire.Connection) -> None:
-        ch = await conn.accept()
-        async for msg in ch:
-            got.setdefault("e", []).append(msg.payload)
+        async def read(ch: edgewire.Channel, key: str) -> None:
+            async for msg in ch:
+                got.setdefault(key, []).append(msg.payload)
+
+        first = asyncio.create_task(read(await conn.accept(), "e"))
+        await read(await conn.accept(), "t")
+        await first
 
     server = await edgewire.serve("127.0.0.1", 0, handler, certfile=cert_pair[0],
                                   keyfile=cert_pair[1])
@@ -112,13 +116,22 @@ async def test_reliable_send_waits_for_room(cert_pair: tuple[str, str]) -> None:
             await ch.send(block)  # waits instead of raising
         await ch.drain()
         await ch.close()
+        # token messages: the queue's check must use the encoded size, not a guess
+        tok = await conn.channel("tokens", qos=QoS(priority=1, deadline_ms=None, reliable=True,
+                                                   max_queue_bytes=2000,
+                                                   max_message_bytes=2000))
+        for i in range(200):
+            await tok.send([70000 + i] * 150)  # ~750 bytes each: at most two fit
+        await tok.drain()
+        await tok.close()
         for _ in range(200):
-            if len(got.get("e", [])) == 11:
+            if len(got.get("e", [])) == 11 and len(got.get("t", [])) == 200:
                 break
             await asyncio.sleep(0.01)
     server.close()
     await server.wait_closed()
     assert len(got["e"]) == 11
+    assert [m.ids[0] for m in got["t"]] == [70000 + i for i in range(200)]  # type: ignore[attr-defined]
 
 
 def test_parse_url() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from aioquic.quic.connection import NetworkAddress
 
-from edgewire.errors import ConnectionClosedError
+from edgewire.errors import ConnectionClosedError, QueueFullError
 from edgewire.transport import (
     AppMessageReceived,
     ChannelClosed,
@@ -90,11 +90,18 @@ class Channel:
     ) -> None:
         """Queue a message. On a reliable channel, waits while the send queue is full;
         a real-time channel never waits (its queue drops the oldest frames instead)."""
-        conn = self._conn
-        if self.qos.reliable:
-            size = payload.nbytes if hasattr(payload, "nbytes") else 0
-            await conn._wait_for(lambda: conn.session.can_send(self.id, size))
-        self.send_nowait(payload, keyframe=keyframe, timestamp=timestamp)
+        while True:
+            try:
+                self.send_nowait(payload, keyframe=keyframe, timestamp=timestamp)
+                return
+            except QueueFullError:
+                # only reliable queues refuse; the encoded size is known only to the
+                # session, so retry after the scheduler has made progress
+                await self._wait_shrink(self._conn.session.queued_bytes(self.id))
+
+    async def _wait_shrink(self, queued: int) -> None:
+        session = self._conn.session
+        await self._conn._wait_for(lambda: session.queued_bytes(self.id) < queued)
 
     async def drain(self, low_water_bytes: int = 0) -> None:
         """Wait until at most ``low_water_bytes`` of this channel remain unsent."""

@@ -54,8 +54,9 @@ class _InStream:
 class Receiver:
     """Receive-side state and logic shared by :class:`~edgewire.transport.session.Session`."""
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, *, is_client: bool) -> None:
         self.config = config
+        self.is_client = is_client
         self._channels: dict[int, ChannelState] = {}
         self._events: deque[Event] = deque()
         self._counters = SessionCounters()
@@ -152,7 +153,7 @@ class Receiver:
                                    keyframe=keyframe))
 
     def _hold_early(self, channel_id: int, data: bytes, now: float) -> None:
-        peer_parity = 1 if getattr(self, "is_client", False) else 0
+        peer_parity = 1 if self.is_client else 0
         if channel_id % 2 != peer_parity:
             self._counters.unknown_channel_datagrams += 1
         elif len(self._early) >= self.config.early_datagrams:

@@ -75,8 +75,7 @@ class Session(Receiver):
             raise LocalProtocolError(f"QUIC configuration must offer ALPN {ALPN!r}")
         if not configuration.max_datagram_frame_size:
             raise LocalProtocolError("QUIC configuration must enable DATAGRAM frames")
-        super().__init__(config or SessionConfig())
-        self.is_client = configuration.is_client
+        super().__init__(config or SessionConfig(), is_client=configuration.is_client)
         self.quic = QuicConnection(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
