@@ -8,6 +8,8 @@ from typing import TextIO
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicLogger
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from edgewire.errors import LocalProtocolError
 
@@ -37,6 +39,10 @@ class SessionConfig:
     """Bytes held, over all streams, for channels whose open has not arrived yet."""
     software: str = "edgewire"
     """Implementation name sent in the hello."""
+    shared_clock: bool = False
+    """Both peers read the same clock (one process, or netsim's virtual time): the clock
+    offset stays 0 and no clock probes are sent, so latencies are exact even on a path
+    whose two directions have different delays."""
 
     def __post_init__(self) -> None:
         if self.max_channels < 1 or self.max_channels > 32768:
@@ -54,6 +60,7 @@ def quic_configuration(
     insecure: bool = False,
     certfile: str | None = None,
     keyfile: str | None = None,
+    certificate_pem: tuple[bytes, bytes] | None = None,
     congestion_control: str = "reno",
     idle_timeout: float = 30.0,
     max_datagram_size: int = 1200,
@@ -63,7 +70,8 @@ def quic_configuration(
     """A QuicConfiguration with edgewire's ALPN and DATAGRAM support.
 
     Clients verify the server's certificate (system trust store, or ``cafile``/``cadata``)
-    unless ``insecure`` is set. Servers need ``certfile`` and ``keyfile``.
+    unless ``insecure`` is set. Servers need ``certfile`` and ``keyfile``, or
+    ``certificate_pem`` = (certificate PEM, private key PEM) held in memory.
     """
     config = QuicConfiguration(
         is_client=is_client,
@@ -84,7 +92,12 @@ def quic_configuration(
         if cafile is not None or cadata is not None:
             config.load_verify_locations(cafile=cafile, cadata=cadata)
     else:
-        if certfile is None:
+        if certificate_pem is not None:
+            cert_pem, key_pem = certificate_pem
+            config.certificate = x509.load_pem_x509_certificate(cert_pem)
+            config.private_key = serialization.load_pem_private_key(key_pem, password=None)
+        elif certfile is None:
             raise LocalProtocolError("a server needs a certificate (certfile and keyfile)")
-        config.load_cert_chain(certfile, keyfile)
+        else:
+            config.load_cert_chain(certfile, keyfile)
     return config

@@ -10,10 +10,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# importing the controllers registers them under "reno" and "cubic"
+from aioquic.quic.congestion import base as _congestion_base
+from aioquic.quic.congestion import cubic as _cubic  # noqa: F401
+from aioquic.quic.congestion import reno as _reno  # noqa: F401
 from aioquic.quic.connection import QuicConnection
 
 __all__ = [
     "QuicStats",
+    "congestion_control_names",
     "host_connection_ids",
     "max_datagram_payload",
     "pending_datagram_bytes",
@@ -91,3 +96,8 @@ def max_datagram_payload(quic: QuicConnection) -> int:
 def host_connection_ids(quic: QuicConnection) -> list[bytes]:
     """Connection ids this endpoint has issued (a server routes datagrams by them)."""
     return [c.cid for c in quic._host_cids]
+
+
+def congestion_control_names() -> list[str]:
+    """Names of the congestion controllers registered with aioquic (reno, cubic, ...)."""
+    return sorted(_congestion_base._factories)

@@ -490,7 +490,8 @@ class Session(Receiver):
                            f"no common version in {list(msg.versions)[:8]}", now=now)
                 return
             self.version = max(common)
-            self.clock_offset = msg.clock - now  # refined by the client's ClockSync
+            if not self.config.shared_clock:
+                self.clock_offset = msg.clock - now  # refined by the client's ClockSync
             self._send_control(ctl.HelloAck(version=self.version, clock_echo=msg.clock,
                                             clock_recv=now, clock_send=now,
                                             software=self.config.software))
@@ -510,7 +511,8 @@ class Session(Receiver):
         elif isinstance(msg, ctl.Ping) and not self.is_client and self.ready:
             self._send_control(ctl.Pong(clock_echo=msg.clock, clock_recv=now, clock_send=now))
         elif isinstance(msg, ctl.ClockSync) and not self.is_client and self.ready:
-            self.clock_offset = -msg.offset
+            if not self.config.shared_clock:
+                self.clock_offset = -msg.offset
         elif not self.ready:
             raise RemoteProtocolError(f"{type(msg).__name__} before the hello exchange",
                                       error_code=ErrorCode.CONTROL_PROTOCOL_ERROR)
@@ -528,13 +530,15 @@ class Session(Receiver):
         """NTP-style offset (server clock - client clock) from one probe; the sample with
         the shortest round trip wins, as its one-way delays are the least skewed."""
         rtt = (t3 - t0) - (t2 - t1)
-        if rtt < 0 or rtt > self._clock_rtt:
+        if self.config.shared_clock or rtt < 0 or rtt > self._clock_rtt:
             return
         self._clock_rtt = rtt
         self.clock_offset = ((t1 - t0) + (t2 - t3)) / 2
         self._send_control(ctl.ClockSync(offset=self.clock_offset))
 
     def _schedule_probe(self) -> None:
+        if self.config.shared_clock:
+            return
         n = self._probes_sent
         delay = K_CLOCK_PROBES[n] if n < len(K_CLOCK_PROBES) else K_CLOCK_PROBE_INTERVAL
         base = self._hello_done_at if n < len(K_CLOCK_PROBES) else (self._probe_at or 0.0)

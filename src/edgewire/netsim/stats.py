@@ -1,0 +1,209 @@
+"""What a link did: counters, loss bursts, delay samples and capacity, in bounded memory."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgewire.netsim.trace import K_OPPORTUNITY_BYTES
+
+if TYPE_CHECKING:
+    from edgewire.netsim.config import LinkConfig
+
+__all__ = ["LinkStats", "Samples"]
+
+#: Samples kept exactly before reservoir sampling takes over (8 bytes each).
+K_SAMPLES_CAPACITY = 1 << 20
+#: Fates kept waiting for an earlier packet's fate before burst counting gives up on order.
+K_MAX_PENDING_FATES = 1 << 16
+
+
+class Samples:
+    """Up to ``capacity`` values exactly; beyond that a uniform reservoir of them
+    (Vitter's algorithm R, with its own fixed-seed RNG so the link's draws are untouched)."""
+
+    __slots__ = ("_buf", "_cap", "_count", "_rng")
+
+    def __init__(self, capacity: int = K_SAMPLES_CAPACITY) -> None:
+        self._buf: list[float] = []
+        self._count = 0
+        self._rng = random.Random(0x5A)
+        self._cap = capacity
+
+    def add(self, value: float) -> None:
+        """Record one value."""
+        self._count += 1
+        if len(self._buf) < self._cap:
+            self._buf.append(value)
+            return
+        j = self._rng.randrange(self._count)
+        if j < self._cap:
+            self._buf[j] = value
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    @property
+    def total(self) -> int:
+        """Values ever added."""
+        return self._count
+
+    def percentiles_ms(self, qs: tuple[float, ...]) -> dict[str, float | None]:
+        """``{"p50": ms, ...}`` of the values (seconds) kept; None when empty."""
+        if not self._buf:
+            return {f"p{q:g}": None for q in qs}
+        values = np.percentile(np.asarray(self._buf), qs) * 1000.0
+        return {f"p{q:g}": round(float(v), 3) for q, v in zip(qs, values, strict=True)}
+
+    def mean_ms(self) -> float | None:
+        """Mean of the values kept, in ms."""
+        if not self._buf:
+            return None
+        return round(float(np.mean(self._buf)) * 1000.0, 3)
+
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """Counters of one link direction since ``start``."""
+
+    start: float = 0.0
+    """Virtual time the link was created."""
+    packets_offered: int = 0
+    """Packets given to ``send`` (duplicates not included)."""
+    bytes_offered: int = 0
+    """Bytes given to ``send``."""
+    packets_delivered: int = 0
+    """Packets that reached the far end (duplicate copies included)."""
+    bytes_delivered: int = 0
+    """Bytes that reached the far end."""
+    lost_by_model: int = 0
+    """Packets the loss model dropped."""
+    lost_down: int = 0
+    """Packets offered during a blackout."""
+    dropped_by_queue: int = 0
+    """Packets the bottleneck queue dropped (drop-tail limit or CoDel)."""
+    dropped_by_aqm: int = 0
+    """Of those, packets CoDel dropped."""
+    duplicated: int = 0
+    """Extra copies the link made."""
+    delay: Samples = field(default_factory=Samples)
+    """One-way delay (offer to delivery) of delivered packets, seconds."""
+    queue_delay: Samples = field(default_factory=Samples)
+    """Time from offer to leaving the bottleneck (waiting plus transmission), seconds."""
+    loss_runs: int = 0
+    """Runs of consecutive lost packets (in offer order)."""
+    lost_in_runs: int = 0
+    """Packets in those runs."""
+    _in_run: bool = False
+    _next_fate: int = 0
+    _pending: dict[int, bool] = field(default_factory=dict)
+    _capacity_bits: float = 0.0
+    _cap_since: float = 0.0
+    _cap_config: LinkConfig | None = None
+    _cap_origin: float = 0.0
+    _unlimited: bool = False
+
+    # ------------------------------------------------------------------ recording
+
+    def on_departed(self, queue_delay: float) -> None:
+        """A packet left the bottleneck ``queue_delay`` seconds after it was offered."""
+        self.queue_delay.add(queue_delay)
+
+    def on_delivered(self, size: int, delay: float) -> None:
+        """A packet of ``size`` bytes reached the far end ``delay`` seconds after offer."""
+        self.packets_delivered += 1
+        self.bytes_delivered += size
+        self.delay.add(delay)
+
+    def fate(self, seq: int, *, lost: bool) -> None:
+        """The fate of offered packet ``seq`` is known; count loss runs in offer order."""
+        if seq < 0:
+            return
+        if seq != self._next_fate:
+            if len(self._pending) >= K_MAX_PENDING_FATES:
+                # cannot happen with bounded queues; never grow without bound regardless
+                self._pending.clear()
+                self._next_fate = seq
+            else:
+                self._pending[seq] = lost
+                return
+        self._count_fate(lost)
+        self._next_fate += 1
+        pending = self._pending
+        while pending:
+            nxt = pending.pop(self._next_fate, None)
+            if nxt is None:
+                break
+            self._count_fate(nxt)
+            self._next_fate += 1
+
+    def _count_fate(self, lost: bool) -> None:
+        if lost:
+            if not self._in_run:
+                self.loss_runs += 1
+                self._in_run = True
+            self.lost_in_runs += 1
+        else:
+            self._in_run = False
+
+    def capacity_segment(self, now: float, config: LinkConfig) -> None:
+        """The link runs with ``config`` from ``now`` on (integrates the capacity so far)."""
+        self._close_capacity(now)
+        if config.trace is not None and (self._cap_config is None
+                                         or config.trace is not self._cap_config.trace):
+            self._cap_origin = now
+        self._cap_config = config
+        self._cap_since = now
+
+    def _close_capacity(self, now: float) -> None:
+        cfg = self._cap_config
+        if cfg is None or now <= self._cap_since:
+            return
+        if cfg.down:
+            pass
+        elif cfg.rate_kbps is not None:
+            self._capacity_bits += cfg.rate_kbps * 1000.0 * (now - self._cap_since)
+        elif cfg.trace is not None:
+            opp = cfg.trace.opportunities_between(self._cap_since - self._cap_origin,
+                                                  now - self._cap_origin)
+            self._capacity_bits += opp * K_OPPORTUNITY_BYTES * 8
+        else:
+            self._unlimited = True
+        self._cap_since = now
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def lost(self) -> int:
+        """Offered packets that never arrived (model, blackout and queue)."""
+        return self.lost_by_model + self.lost_down + self.dropped_by_queue
+
+    def summary(self, *, end: float) -> dict[str, Any]:
+        """JSON-ready figures for the interval from ``start`` to ``end``."""
+        self._close_capacity(end)
+        duration = max(end - self.start, 1e-9)
+        offered = self.packets_offered
+        return {
+            "packets_offered": offered,
+            "bytes_offered": self.bytes_offered,
+            "packets_delivered": self.packets_delivered,
+            "bytes_delivered": self.bytes_delivered,
+            "lost_by_model": self.lost_by_model,
+            "lost_down": self.lost_down,
+            "dropped_by_queue": self.dropped_by_queue,
+            "dropped_by_aqm": self.dropped_by_aqm,
+            "duplicated": self.duplicated,
+            "loss_rate": round(self.lost / offered, 6) if offered else 0.0,
+            "mean_burst_length": (round(self.lost_in_runs / self.loss_runs, 4)
+                                  if self.loss_runs else None),
+            "delay_ms": self.delay.percentiles_ms((50, 95, 99)),
+            "queue_delay_ms": self.queue_delay.percentiles_ms((50, 95)),
+            "throughput_kbps": round(self.bytes_delivered * 8 / duration / 1000.0, 3),
+            "capacity_kbps": (None if self._unlimited and self._capacity_bits == 0
+                              else round(self._capacity_bits / duration / 1000.0, 3)),
+            "duration_s": round(duration, 6),
+        }

@@ -1,0 +1,191 @@
+"""A simulated application on one side of a session: it sends a scenario's channels and
+records what the peer's channels deliver."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edgewire.errors import EdgewireError, QueueFullError
+from edgewire.netsim.scenario import TrafficFlow
+from edgewire.transport import (
+    ChannelOpened,
+    FrameLost,
+    MessageReceived,
+    Session,
+    SessionClosed,
+    SessionReady,
+)
+from edgewire.workload.sinks import ChannelRecorder
+from edgewire.workload.sources import (
+    AudioSource,
+    EmbeddingSource,
+    Frame,
+    Source,
+    TokenSource,
+    VideoSource,
+    payload_size,
+)
+
+__all__ = ["TrafficApp"]
+
+#: Reliable messages held back while a channel's send queue is full; beyond it new ones
+#: are skipped and counted (the source models an application that would block).
+K_MAX_HELD_MESSAGES = 256
+
+_SOURCES: dict[str, Callable[..., Source]] = {
+    "audio": AudioSource, "video": VideoSource, "tokens": TokenSource,
+    "embeddings": EmbeddingSource,
+}
+
+
+class _Sender:
+    __slots__ = ("channel_id", "flow", "held", "sent", "sent_bytes", "skipped", "source")
+
+    def __init__(self, flow: TrafficFlow, source: Source, channel_id: int) -> None:
+        self.flow = flow
+        self.source = source
+        self.channel_id = channel_id
+        self.sent = 0
+        self.sent_bytes = 0
+        self.skipped = 0
+        self.held: deque[Frame] = deque()
+
+
+class TrafficApp:
+    """Sends ``flows`` from ``start_at`` to ``stop_at`` over the session ``session()``
+    returns (None until it exists), and records every channel the peer opens."""
+
+    def __init__(self, session: Callable[[], Session | None], flows: tuple[TrafficFlow, ...],
+                 *, seed: int, start_at: float = 0.0, stop_at: float) -> None:
+        self._session = session
+        self.flows = flows
+        self.start_at = start_at
+        self.stop_at = stop_at
+        self.ready_at: float | None = None
+        """When the session became ready."""
+        self.closed: SessionClosed | None = None
+        """The close event, once the session ended."""
+        self.senders: dict[str, _Sender] = {}
+        """What this side sends, by channel name."""
+        self.recorders: dict[str, ChannelRecorder] = {}
+        """What the peer's channels delivered here, by channel name."""
+        self._by_id: dict[int, ChannelRecorder] = {}
+        self._rngs = np.random.default_rng(seed).spawn(len(flows)) if flows else []
+        self._started = False
+        self._stopped = False
+
+    # ------------------------------------------------------------------ Application
+
+    def get_timer(self) -> float | None:
+        """The next frame due, or the stop time."""
+        if self._stopped or not self._started:
+            return None
+        best = self.stop_at
+        for s in self.senders.values():
+            t = s.source.get_timer()
+            if t is not None and t < best:
+                best = t
+        return best
+
+    def step(self, *, now: float) -> bool:
+        """Drain the session's events, then send what is due. True if it sent anything."""
+        session = self._session()
+        if session is None:
+            return False
+        while (ev := session.next_event()) is not None:
+            self._on_event(ev, now)
+        if self.closed is not None:
+            return False
+        acted = False
+        if not self._started and session.ready and now >= self.start_at:
+            self._start(session, now)
+            acted = True
+        if self._started and not self._stopped:
+            acted = self._send(session, now) or acted
+        return acted
+
+    # ------------------------------------------------------------------ internals
+
+    def _on_event(self, ev: Any, now: float) -> None:
+        if isinstance(ev, MessageReceived):
+            rec = self._by_id.get(ev.channel_id)
+            if rec is not None:
+                rec.on_message(now=now, latency=ev.latency, size_bytes=payload_size(ev.payload))
+        elif isinstance(ev, FrameLost):
+            rec = self._by_id.get(ev.channel_id)
+            if rec is not None:
+                rec.on_lost(now=now, reason=ev.reason)
+        elif isinstance(ev, ChannelOpened):
+            rec = ChannelRecorder(deadline_ms=ev.qos.deadline_ms)
+            self._by_id[ev.channel_id] = rec
+            self.recorders[ev.name] = rec
+        elif isinstance(ev, SessionReady):
+            self.ready_at = now
+        elif isinstance(ev, SessionClosed):
+            self.closed = ev
+
+    def _start(self, session: Session, now: float) -> None:
+        self._started = True
+        for flow, rng in zip(self.flows, self._rngs, strict=True):
+            kind = flow.kind.value
+            source = _SOURCES[kind](flow.source, rng=rng)
+            cid = session.open_channel(kind, name=kind, qos=flow.qos, now=now)
+            source.start(now=now)
+            self.senders[kind] = _Sender(flow, source, cid)
+
+    def _send(self, session: Session, now: float) -> bool:
+        stopping = now >= self.stop_at
+        sent_before = sum(s.sent for s in self.senders.values())
+        for s in self.senders.values():
+            reliable = s.flow.qos.reliable
+            frames = s.source.poll(now=min(now, self.stop_at - 1e-9))
+            for frame in frames:
+                if reliable and len(s.held) >= K_MAX_HELD_MESSAGES:
+                    s.skipped += 1
+                    continue
+                if reliable:
+                    s.held.append(frame)
+                    continue
+                self._submit(session, s, frame, now)
+            while s.held:
+                try:
+                    self._submit(session, s, s.held[0], now)
+                except QueueFullError:
+                    break  # the queue is full: retry when the session has sent some
+                s.held.popleft()
+        if stopping:
+            self._stopped = True
+            for s in self.senders.values():
+                s.source.stop()
+                s.skipped += len(s.held)
+                s.held.clear()
+        return stopping or sum(s.sent for s in self.senders.values()) != sent_before
+
+    def _submit(self, session: Session, s: _Sender, frame: Frame, now: float) -> None:
+        try:
+            session.send(s.channel_id, frame.payload, now=now, timestamp=frame.timestamp,
+                         keyframe=frame.keyframe)
+        except QueueFullError:
+            raise
+        except EdgewireError:
+            s.skipped += 1
+            return
+        s.sent += 1
+        s.sent_bytes += frame.size_bytes
+
+    def summary(self, peer: TrafficApp, *, duration_s: float) -> dict[str, dict[str, Any]]:
+        """Per channel this side sent: the peer's recorder summary with this side's count."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, s in self.senders.items():
+            rec = peer.recorders.get(name) or ChannelRecorder(
+                deadline_ms=s.flow.qos.deadline_ms)
+            row = rec.summary(sent=s.sent, duration_s=duration_s)
+            row["on_time"] = rec.on_time
+            row["sent_bytes"] = s.sent_bytes
+            row["not_sent"] = s.skipped
+            out[name] = row
+        return out
