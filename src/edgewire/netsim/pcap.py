@@ -27,7 +27,7 @@ _UDP_HEADER = struct.Struct("!HHHH")
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -61,6 +61,8 @@ class PcapTap:
         """Packets written."""
         try:
             self._writer = RawPcapWriter(str(self.path), linktype=K_LINKTYPE_RAW, sync=False)
+            # the header up front: a link that carried nothing still gives a valid file
+            self._writer.write_header(None)
         except OSError as exc:
             raise LocalProtocolError(f"cannot write {self.path}: {exc.strerror}") from None
 

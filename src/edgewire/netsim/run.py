@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewire.errors import LocalProtocolError
+from edgewire.netsim.config import LinkConfig
 from edgewire.netsim.engine import Address, Simulator
 from edgewire.netsim.link import Link
 from edgewire.netsim.nodes import ServerEndpoint, simulation_quic_configs
@@ -58,12 +59,17 @@ def _links(scenario: Scenario, seed: int) -> tuple[Link, Link]:
     return up, down
 
 
+def _reconfigure(link: Link, cfg: LinkConfig) -> Callable[[float], None]:
+    def apply(now: float) -> None:
+        link.reconfigure(cfg, now=now)
+    return apply
+
+
 def _schedule_events(sim: Simulator, scenario: Scenario, up: Link, down: Link) -> None:
     for ev in scenario.events:
         for link, cfg in ((up, ev.uplink), (down, ev.downlink)):
             if cfg is not None:
-                sim.call_at(ev.at_s, lambda now, link=link, cfg=cfg: link.reconfigure(
-                    cfg, now=now))
+                sim.call_at(ev.at_s, _reconfigure(link, cfg))
 
 
 def _open_taps(prefix: str, up: Link, down: Link) -> list[PcapTap]:
@@ -116,9 +122,10 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
     taps = _open_taps(opts.pcap_prefix, up, down) if opts.pcap_prefix else []
 
     stop = scenario.duration_s
-    client_app = TrafficApp(lambda: client, scenario.up, seed=seed, stop_at=stop)
+    client_app = TrafficApp(lambda: client, scenario.up, address=CLIENT_ADDR, seed=seed,
+                            stop_at=stop)
     server_app = TrafficApp(lambda: server.sessions.get(CLIENT_ADDR), scenario.down,
-                            seed=seed + 1, stop_at=stop)
+                            address=SERVER_ADDR, seed=seed + 1, stop_at=stop)
     sim.add_application(client_app)
     sim.add_application(server_app)
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgewire.errors import EdgewireError, QueueFullError
+from edgewire.netsim.engine import Address
 from edgewire.netsim.scenario import TrafficFlow
 from edgewire.transport import (
     ChannelOpened,
@@ -57,11 +58,15 @@ class _Sender:
 
 class TrafficApp:
     """Sends ``flows`` from ``start_at`` to ``stop_at`` over the session ``session()``
-    returns (None until it exists), and records every channel the peer opens."""
+    returns (None until it exists; its endpoint is at ``address``), and records every
+    channel the peer opens."""
 
     def __init__(self, session: Callable[[], Session | None], flows: tuple[TrafficFlow, ...],
-                 *, seed: int, start_at: float = 0.0, stop_at: float) -> None:
+                 *, address: Address, seed: int, start_at: float = 0.0,
+                 stop_at: float) -> None:
         self._session = session
+        self.address = address
+        """Simulator address of the endpoint holding the session."""
         self.flows = flows
         self.start_at = start_at
         self.stop_at = stop_at
@@ -77,6 +82,7 @@ class TrafficApp:
         self._rngs = np.random.default_rng(seed).spawn(len(flows)) if flows else []
         self._started = False
         self._stopped = False
+        self._next_due = 0.0
 
     # ------------------------------------------------------------------ Application
 
@@ -91,22 +97,25 @@ class TrafficApp:
                 best = t
         return best
 
-    def step(self, *, now: float) -> bool:
-        """Drain the session's events, then send what is due. True if it sent anything."""
+    def step(self, *, now: float) -> tuple[Address, ...]:
+        """Drain the session's events, then send what is due; returns ``(address,)`` if
+        it gave the session something to send."""
         session = self._session()
         if session is None:
-            return False
+            return ()
         while (ev := session.next_event()) is not None:
             self._on_event(ev, now)
         if self.closed is not None:
-            return False
+            return ()
         acted = False
         if not self._started and session.ready and now >= self.start_at:
             self._start(session, now)
             acted = True
-        if self._started and not self._stopped:
+        if self._started and not self._stopped and (
+                now >= self._next_due or any(s.held for s in self.senders.values())):
             acted = self._send(session, now) or acted
-        return acted
+            self._next_due = self.get_timer() or float("inf")
+        return (self.address,) if acted else ()
 
     # ------------------------------------------------------------------ internals
 
