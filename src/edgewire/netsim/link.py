@@ -33,7 +33,7 @@ from edgewire.netsim.loss import LossProcess, make_loss_process
 from edgewire.netsim.stats import LinkStats
 from edgewire.netsim.trace import K_OPPORTUNITY_BYTES
 
-__all__ = ["Delivery", "Link", "Tap"]
+__all__ = ["Delivery", "Link", "Tap", "link_rng"]
 
 #: Shape of the Pareto distribution behind the "pareto" jitter (netem's table uses 3).
 K_PARETO_ALPHA = 3.0
@@ -70,6 +70,13 @@ class _Packet:
         self.arrival = arrival
         self.seq = seq  # offer index; -1 for a duplicate copy
         self.meta = meta
+
+
+def link_rng(seed: int, direction: str) -> random.Random:
+    """The random generator of one link direction ("uplink"/"downlink") for ``seed``: the
+    simulator and the relay draw the same numbers for the same seed."""
+    # string seeds hash with SHA-512 inside random, independent of PYTHONHASHSEED
+    return random.Random(f"edgewire-netsim/{seed}/{direction}")
 
 
 def _jitter_sampler(config: LinkConfig, rng: random.Random) -> Callable[[], float]:

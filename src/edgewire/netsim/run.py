@@ -3,7 +3,6 @@ virtual time, or raw probe packets through the same links; results as one JSON-r
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 from edgewire.errors import LocalProtocolError
 from edgewire.netsim.config import LinkConfig
 from edgewire.netsim.engine import Address, Simulator
-from edgewire.netsim.link import Link
+from edgewire.netsim.link import Link, link_rng
 from edgewire.netsim.nodes import ServerEndpoint, simulation_quic_configs
 from edgewire.netsim.pcap import PcapTap
 from edgewire.netsim.scenario import RECOVERY_MODES, Scenario, ScenarioError
@@ -48,14 +47,9 @@ class RunOptions:
     """Simulated seconds after the traffic stops."""
 
 
-def _link_rng(seed: int, direction: str) -> random.Random:
-    # string seeds hash with SHA-512 inside random, independent of PYTHONHASHSEED
-    return random.Random(f"edgewire-netsim/{seed}/{direction}")
-
-
 def _links(scenario: Scenario, seed: int) -> tuple[Link, Link]:
-    up = Link(scenario.uplink, rng=_link_rng(seed, "uplink"), name="uplink")
-    down = Link(scenario.downlink, rng=_link_rng(seed, "downlink"), name="downlink")
+    up = Link(scenario.uplink, rng=link_rng(seed, "uplink"), name="uplink")
+    down = Link(scenario.downlink, rng=link_rng(seed, "downlink"), name="downlink")
     return up, down
 
 
