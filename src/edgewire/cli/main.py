@@ -1,4 +1,4 @@
-"""The ``edgewire`` command: demo, serve, connect, cert, bench."""
+"""The ``edgewire`` command: demo, serve, connect, cert, netsim, bench."""
 
 from __future__ import annotations
 
@@ -95,6 +95,10 @@ async def _connect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "netsim":
+        from edgewire.cli.bench_netsim import main_bench_netsim
+
+        return main_bench_netsim(args, progress=_progress)
     from edgewire.cli.bench_throughput import ThroughputConfig, run_throughput
 
     cfg = ThroughputConfig(seconds=args.seconds, rounds=args.rounds)
@@ -107,6 +111,20 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"{mode:<9} aioquic {r['aioquic_mbps']:8.1f} Mbit/s   edgewire "
                   f"{r['edgewire_mbps']:8.1f} Mbit/s   ratio {r['ratio']}")
     return 0
+
+
+def _netsim(args: argparse.Namespace) -> int:
+    if args.netsim in ("run", "probe"):
+        from edgewire.cli.netsim import run_netsim
+
+        return run_netsim(args)
+    if args.netsim == "relay":
+        from edgewire.cli.netsim_relay import run_relay
+
+        return run_relay(args)
+    from edgewire.cli.netsim_kernel import run_netem
+
+    return run_netem(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,12 +159,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "localhost, 127.0.0.1, ::1)")
     k.add_argument("--days", type=int, default=30)
 
+    n = sub.add_parser("netsim", help="network emulation: virtual-time scenarios, probes, "
+                                      "a real-socket relay, kernel netem")
+    nsub = n.add_subparsers(dest="netsim", required=True)
+    from edgewire.cli.netsim import add_netsim_parsers
+    from edgewire.cli.netsim_kernel import add_netem_parser
+    from edgewire.cli.netsim_relay import add_relay_parser
+
+    add_netsim_parsers(nsub)
+    add_relay_parser(nsub)
+    add_netem_parser(nsub)
+
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)
     t = bsub.add_parser("throughput", help="edgewire channels vs raw aioquic on loopback")
     t.add_argument("--seconds", type=float, default=2.0, help="measured seconds per run")
     t.add_argument("--rounds", type=int, default=3, help="runs per contender (median)")
     t.add_argument("--json", action="store_true")
+    ns = bsub.add_parser("netsim", help="netsim accuracy (probe statistics) and speed "
+                                        "(realtime factor)")
+    ns.add_argument("--packets", type=int, default=100_000, help="probe packets per check")
+    ns.add_argument("--seconds", type=float, default=60.0, help="simulated call length")
+    ns.add_argument("--json", action="store_true")
     return p
 
 
@@ -169,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "cert":
             cert, key = write_self_signed(args.out, args.host, days=args.days)
             print(f"wrote {cert} and {key}")
+        elif args.command == "netsim":
+            return _netsim(args)
         elif args.command == "bench":
             return _bench(args)
     except KeyboardInterrupt:
