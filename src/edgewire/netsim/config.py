@@ -26,6 +26,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
+
 from edgewire.errors import LocalProtocolError
 from edgewire.netsim.trace import CapacityTrace
 
@@ -206,20 +208,31 @@ class Markov4Loss(LossConfig):
         if self.p31 + self.p32 > 1.0 + 1e-12:
             raise LocalProtocolError("markov4 loss: p31 + p32 must not exceed 1")
 
+    def transition_matrix(self) -> list[list[float]]:
+        """Row-stochastic 4x4 matrix, states 1..4 as rows/columns 0..3."""
+        stay1 = 1.0 - self.p13 - self.p14
+        stay3 = 1.0 - self.p31 - self.p32
+        return [
+            [stay1, 0.0, self.p13, self.p14],
+            [0.0, 1.0 - self.p23, self.p23, 0.0],
+            [self.p31, self.p32, stay3, 0.0],
+            [1.0, 0.0, 0.0, 0.0],
+        ]
+
     def stationary(self) -> tuple[float, float, float, float]:
-        """Stationary probabilities of states 1..4."""
-        # balance equations: pi4 = p14 pi1; pi2 p23 = p32 pi3; pi3 (p31 + p32) = p13 pi1 + p23 pi2
-        # -> pi3 p31 = p13 pi1, so pi3 = p13 / p31 * pi1 and pi2 = p32 / p23 * pi3
-        if self.p13 == 0.0 and self.p14 == 0.0:
-            return (1.0, 0.0, 0.0, 0.0)
-        if self.p31 == 0.0:
-            return (0.0, 0.0, 1.0, 0.0) if self.p32 == 0.0 or self.p23 == 1.0 else (
-                0.0, self.p32 / (self.p32 + self.p23), self.p23 / (self.p32 + self.p23), 0.0)
-        pi3 = self.p13 / self.p31
-        pi2 = 0.0 if self.p23 == 0.0 else self.p32 / self.p23 * pi3
-        pi4 = self.p14
-        total = 1.0 + pi2 + pi3 + pi4
-        return (1.0 / total, pi2 / total, pi3 / total, pi4 / total)
+        """Long-run fraction of packets in states 1..4 for a chain started in state 1.
+
+        Every cycle of this chain has length 1, 2 or 4, so its period divides 2 and the
+        mean of the rows of P^n and P^(n+1) for a large n (2**48, by repeated squaring) is
+        the long-run distribution, also for chains that never leave a subset of states.
+        """
+        p = np.array(self.transition_matrix(), dtype=np.float64)
+        power = p
+        for _ in range(48):
+            power = power @ power
+        row = (power[0] + (power @ p)[0]) / 2.0
+        row = row / row.sum()
+        return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
 
     def mean_loss_rate(self) -> float:
         """Stationary probability of the two loss states (3 and 4)."""

@@ -4,7 +4,8 @@
 A packet offered at ``now`` meets, in order (netem's order):
 
 1. a blackout (``down``): lost;
-2. the loss model: lost; then duplication: a second copy follows it;
+2. duplication (a second copy follows the packet), then the loss model; as in netem, a
+   duplicated packet that the model loses still delivers one copy;
 3. the bottleneck queue (only with a rate or a trace): dropped when over the drop-tail
    limit, or by CoDel when it waited too long;
 4. the bottleneck: served first-come first-served at ``rate_kbps``, or in the delivery
@@ -15,7 +16,7 @@ A packet offered at ``now`` meets, in order (netem's order):
 
 Everything is exact in virtual time: a packet's departure is computed, not sampled from a
 clock. Randomness comes only from the ``random.Random`` given to the link, in a fixed order
-(loss, duplication, then jitter at departure), so a seed replays the same fates.
+(duplication, loss, then jitter at departure), so a seed replays the same fates.
 """
 
 from __future__ import annotations
@@ -157,7 +158,10 @@ class Link:
         self._rate_bps = (config.rate_kbps or 0.0) * 1000.0
         self.stats.capacity_segment(now, config)
         if not config.has_bottleneck:
-            # no bottleneck any more: what waited leaves now
+            # no bottleneck any more: what was in service and what waited leave now
+            if self._serving is not None:
+                pkt, self._serving = self._serving, None
+                self._depart(pkt, now)
             while self._queue:
                 pkt = self._queue.popleft()
                 self._queue_bytes -= pkt.size
@@ -294,7 +298,8 @@ class Link:
             idx += 1
             left = K_OPPORTUNITY_BYTES
         left -= need
-        finish = self._trace_origin + trace.opportunity_time(idx)
+        # never before the packet arrived (the index search tolerates float round-off)
+        finish = max(t, self._trace_origin + trace.opportunity_time(idx))
         if left == 0:
             idx += 1
             left = K_OPPORTUNITY_BYTES

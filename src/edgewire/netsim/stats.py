@@ -98,6 +98,8 @@ class LinkStats:
     """Runs of consecutive lost packets (in offer order)."""
     lost_in_runs: int = 0
     """Packets in those runs."""
+    lost_packets: int = 0
+    """Offered packets (not duplicate copies) known never to arrive."""
     _in_run: bool = False
     _next_fate: int = 0
     _pending: dict[int, bool] = field(default_factory=dict)
@@ -123,6 +125,8 @@ class LinkStats:
         """The fate of offered packet ``seq`` is known; count loss runs in offer order."""
         if seq < 0:
             return
+        if lost:
+            self.lost_packets += 1
         if seq != self._next_fate:
             if len(self._pending) >= K_MAX_PENDING_FATES:
                 # cannot happen with bounded queues; never grow without bound regardless
@@ -159,32 +163,36 @@ class LinkStats:
         self._cap_config = config
         self._cap_since = now
 
-    def _close_capacity(self, now: float) -> None:
+    def _segment_bits(self, until: float, *, inclusive: bool) -> float:
         cfg = self._cap_config
-        if cfg is None or now <= self._cap_since:
-            return
-        if cfg.down:
-            pass
-        elif cfg.rate_kbps is not None:
-            self._capacity_bits += cfg.rate_kbps * 1000.0 * (now - self._cap_since)
-        elif cfg.trace is not None:
-            opp = cfg.trace.opportunities_between(self._cap_since - self._cap_origin,
-                                                  now - self._cap_origin)
-            self._capacity_bits += opp * K_OPPORTUNITY_BYTES * 8
-        else:
-            self._unlimited = True
-        self._cap_since = now
+        if cfg is None or until <= self._cap_since or cfg.down:
+            return 0.0
+        if cfg.rate_kbps is not None:
+            return cfg.rate_kbps * 1000.0 * (until - self._cap_since)
+        if cfg.trace is not None:
+            # segments are [since, until); the last one also counts an opportunity at the
+            # very end, as a packet delivered then counts in the throughput
+            upto = until - self._cap_origin + (1e-9 if inclusive else 0.0)
+            opp = cfg.trace.opportunities_between(self._cap_since - self._cap_origin, upto)
+            return float(opp * K_OPPORTUNITY_BYTES * 8)
+        self._unlimited = True
+        return 0.0
+
+    def _close_capacity(self, now: float) -> None:
+        self._capacity_bits += self._segment_bits(now, inclusive=False)
+        self._cap_since = max(self._cap_since, now)
 
     # ------------------------------------------------------------------ results
 
     @property
     def lost(self) -> int:
-        """Offered packets that never arrived (model, blackout and queue)."""
-        return self.lost_by_model + self.lost_down + self.dropped_by_queue
+        """Offered packets that never arrived (model, blackout and queue); duplicate copies
+        the queue dropped are not counted here."""
+        return self.lost_packets
 
     def summary(self, *, end: float) -> dict[str, Any]:
         """JSON-ready figures for the interval from ``start`` to ``end``."""
-        self._close_capacity(end)
+        capacity_bits = self._capacity_bits + self._segment_bits(end, inclusive=True)
         duration = max(end - self.start, 1e-9)
         offered = self.packets_offered
         return {
@@ -203,7 +211,7 @@ class LinkStats:
             "delay_ms": self.delay.percentiles_ms((50, 95, 99)),
             "queue_delay_ms": self.queue_delay.percentiles_ms((50, 95)),
             "throughput_kbps": round(self.bytes_delivered * 8 / duration / 1000.0, 3),
-            "capacity_kbps": (None if self._unlimited and self._capacity_bits == 0
-                              else round(self._capacity_bits / duration / 1000.0, 3)),
+            "capacity_kbps": (None if self._unlimited and capacity_bits == 0
+                              else round(capacity_bits / duration / 1000.0, 3)),
             "duration_s": round(duration, 6),
         }

@@ -73,6 +73,10 @@ class CapacityTrace:
         # float round-off near a period boundary: step until the time really is >= t
         while self.opportunity_time(index) < t - 1e-12:
             index += 1
+        # an opportunity at the very end of a period (time == period_ms) belongs to the
+        # previous cycle but falls at the same instant as the start of this one
+        while index > 0 and self.opportunity_time(index - 1) >= t - 1e-12:
+            index -= 1
         return index
 
     def opportunities_between(self, t0: float, t1: float) -> int:
