@@ -84,9 +84,13 @@ def accuracy(packets: int) -> list[dict[str, Any]]:
 
     trace = _trace_path()
     if trace is not None:
-        link = {"trace": str(trace), "queue_packets": 200}
-        mean_kbps = _probe_scenario(link).uplink.mean_rate_bps() or 0.0
-        pps = 2.0 * mean_kbps / (1500 * 8)
+        link = {"trace": str(trace), "queue_packets": 1000}
+        # saturated means the queue never runs dry: offer 1.5x the trace's busiest 100 ms
+        cap = _probe_scenario(link).uplink.trace
+        assert cap is not None
+        peak = max(cap.opportunities_between(t / 10, (t + 1) / 10)
+                   for t in range(int(cap.period_ms / 100)))
+        pps = 1.5 * peak * 10
         r = run_probe(_probe_scenario(link), packets=packets, rate_pps=pps,
                       size_bytes=1500)["links"]["uplink"]
         cap = r["capacity_kbps"]
@@ -131,7 +135,7 @@ def speed(seconds: float, progress: Callable[[str], None] | None = None) -> list
     return out
 
 
-def run_bench_netsim(*, packets: int = 100_000, seconds: float = 60.0,
+def run_bench_netsim(*, packets: int = 500_000, seconds: float = 60.0,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Both parts; one JSON-ready dict."""
     if progress:

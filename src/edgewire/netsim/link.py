@@ -16,7 +16,8 @@ A packet offered at ``now`` meets, in order (netem's order):
 
 Everything is exact in virtual time: a packet's departure is computed, not sampled from a
 clock. Randomness comes only from the ``random.Random`` given to the link, in a fixed order
-(duplication, loss, then jitter at departure), so a seed replays the same fates.
+(duplication, loss, then jitter when a packet starts service, or, where packets may
+be reordered, when it leaves the bottleneck), so a seed replays the same fates.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class Link:
         self._queue_bytes = 0
         self._serving: _Packet | None = None
         self._busy_until = 0.0
+        self._serving_arrival: float | None = None  # fixed at service start when in order
         self._in_flight: list[tuple[float, int, _Packet]] = []
         self._flight_seq = 0
         self._last_delivery = -math.inf
@@ -161,7 +163,7 @@ class Link:
             # no bottleneck any more: what was in service and what waited leave now
             if self._serving is not None:
                 pkt, self._serving = self._serving, None
-                self._depart(pkt, now)
+                self._depart(pkt, now, self._serving_arrival)
             while self._queue:
                 pkt = self._queue.popleft()
                 self._queue_bytes -= pkt.size
@@ -204,10 +206,16 @@ class Link:
             self._enqueue(_Packet(data, now, -1, meta), now)
 
     def get_timer(self) -> float | None:
-        """When the next packet leaves the link or the bottleneck finishes one."""
+        """When the next packet leaves the link (or, where packets may be reordered, when
+        the bottleneck finishes one)."""
         t = self._in_flight[0][0] if self._in_flight else None
-        if self._serving is not None and (t is None or self._busy_until < t):
-            t = self._busy_until
+        if self._serving is not None:
+            # In order, nothing behind the packet in service can arrive before it, so the
+            # link need not wake up when it finishes; its arrival (fixed when its service
+            # began) is the next event. That saves one engine step per packet.
+            wake = self._busy_until if self._serving_arrival is None else self._serving_arrival
+            if t is None or wake < t:
+                t = wake
         return t
 
     def receive(self, *, now: float) -> list[Delivery]:
@@ -269,7 +277,7 @@ class Link:
         while self._serving is not None and self._busy_until <= now:
             pkt, done = self._serving, self._busy_until
             self._serving = None
-            self._depart(pkt, done)
+            self._depart(pkt, done, self._serving_arrival)
             self._start_service(done)
 
     def _start_service(self, t: float) -> None:
@@ -282,6 +290,8 @@ class Link:
             return
         self._serving = pkt
         self._busy_until = self._finish_time(pkt.size, t)
+        self._serving_arrival = (None if self.config.reorder
+                                 else self._arrival_time(self._busy_until))
 
     def _finish_time(self, size: int, t: float) -> float:
         trace = self.config.trace
@@ -367,14 +377,21 @@ class Link:
             self._codel_lastcount = self._codel_count
         return pkt
 
-    def _depart(self, pkt: _Packet, t: float) -> None:
-        """The packet left the bottleneck at ``t``: add delay and jitter, put it in flight."""
-        self.stats.on_departed(t - pkt.arrival)
-        if pkt.seq >= 0:
-            self.stats.fate(pkt.seq, lost=False)
+    def _arrival_time(self, t: float) -> float:
+        """Arrival at the far end of a packet leaving the bottleneck at ``t``."""
         arrive = t + max(0.0, self.config.delay_ms / 1000.0 + self._jitter())
         if not self.config.reorder and arrive < self._last_delivery:
             arrive = self._last_delivery
         self._last_delivery = max(self._last_delivery, arrive)
+        return arrive
+
+    def _depart(self, pkt: _Packet, t: float, arrive: float | None = None) -> None:
+        """The packet left the bottleneck at ``t``: put it in flight until ``arrive``
+        (drawn now unless its service start fixed it already)."""
+        self.stats.on_departed(t - pkt.arrival)
+        if pkt.seq >= 0:
+            self.stats.fate(pkt.seq, lost=False)
+        if arrive is None:
+            arrive = self._arrival_time(t)
         self._flight_seq += 1
         heapq.heappush(self._in_flight, (arrive, self._flight_seq, pkt))

@@ -82,12 +82,16 @@ class TrafficApp:
         self._rngs = np.random.default_rng(seed).spawn(len(flows)) if flows else []
         self._started = False
         self._stopped = False
-        self._next_due = 0.0
+        self._timer: float | None = None
+        self._holding = False  # some reliable message waits for room in its queue
 
     # ------------------------------------------------------------------ Application
 
     def get_timer(self) -> float | None:
-        """The next frame due, or the stop time."""
+        """The next frame due, or the stop time (None before the start and after the stop)."""
+        return self._timer
+
+    def _compute_timer(self) -> float | None:
         if self._stopped or not self._started:
             return None
         best = self.stop_at
@@ -111,10 +115,11 @@ class TrafficApp:
         if not self._started and session.ready and now >= self.start_at:
             self._start(session, now)
             acted = True
+        timer = self._timer
         if self._started and not self._stopped and (
-                now >= self._next_due or any(s.held for s in self.senders.values())):
+                (timer is not None and now >= timer) or self._holding):
             acted = self._send(session, now) or acted
-            self._next_due = self.get_timer() or float("inf")
+            self._timer = self._compute_timer()
         return (self.address,) if acted else ()
 
     # ------------------------------------------------------------------ internals
@@ -145,6 +150,7 @@ class TrafficApp:
             cid = session.open_channel(kind, name=kind, qos=flow.qos, now=now)
             source.start(now=now)
             self.senders[kind] = _Sender(flow, source, cid)
+        self._timer = self._compute_timer()
 
     def _send(self, session: Session, now: float) -> bool:
         stopping = now >= self.stop_at
@@ -166,7 +172,9 @@ class TrafficApp:
                 except QueueFullError:
                     break  # the queue is full: retry when the session has sent some
                 s.held.popleft()
+        self._holding = any(s.held for s in self.senders.values())
         if stopping:
+            self._holding = False
             self._stopped = True
             for s in self.senders.values():
                 s.source.stop()
