@@ -85,6 +85,8 @@ class Simulator:
         """Datagrams sent to an address no link leads to (dropped)."""
         self._endpoints: dict[Address, Endpoint] = {}
         self._links: dict[tuple[Address, Address], Link] = {}
+        self._link_list: list[Link] = []
+        self._link_items: list[tuple[tuple[Address, Address], Link]] = []
         self._apps: list[Application] = []
         self._calls: list[tuple[float, int, Callable[[float], None]]] = []
         self._call_seq = 0
@@ -107,6 +109,8 @@ class Simulator:
                 raise LocalProtocolError(f"{key[0]} and {key[1]} are already connected")
         self._links[(a, b)] = a_to_b
         self._links[(b, a)] = b_to_a
+        self._link_list = list(self._links.values())
+        self._link_items = list(self._links.items())
 
     def add_application(self, app: Application) -> None:
         """Run ``app.step`` at every instant, and at its own timers."""
@@ -130,18 +134,21 @@ class Simulator:
 
     def next_time(self) -> float | None:
         """The earliest instant anything is due, or None when all is idle."""
-        times = [self._calls[0][0]] if self._calls else []
-        for link in self._links.values():
-            if (t := link.get_timer()) is not None:
-                times.append(t)
+        # the hot loop of every run: plain comparisons, no temporary list
+        best = self._calls[0][0] if self._calls else None
+        for link in self._link_list:
+            t = link.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
         # endpoint timers are cached: only an endpoint that was called can change its own
         for t in self._ep_timers.values():
-            if t is not None:
-                times.append(t)
+            if t is not None and (best is None or t < best):
+                best = t
         for app in self._apps:
-            if (t := app.get_timer()) is not None:
-                times.append(t)
-        return min(times) if times else None
+            t = app.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def run(self, until: float, *, progress: Callable[[float], None] | None = None,
             progress_every: float = 1.0) -> None:
@@ -195,7 +202,7 @@ class Simulator:
         # aioquic for datagrams costs about as much as the rest of a step, so the others
         # are skipped
         touched: dict[Address, Endpoint] = {}
-        for (src, dst), link in self._links.items():
+        for (src, dst), link in self._link_items:
             if (t := link.get_timer()) is None or t > now:
                 continue
             target = endpoints.get(dst)
