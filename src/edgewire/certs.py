@@ -11,18 +11,30 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 __all__ = ["generate_self_signed", "write_self_signed"]
 
 
 def generate_self_signed(
-    hosts: list[str] | None = None, *, days: int = 30, now: datetime.datetime | None = None
+    hosts: list[str] | None = None, *, days: int = 30, now: datetime.datetime | None = None,
+    key_type: str = "ec", serial: int | None = None,
 ) -> tuple[bytes, bytes]:
-    """A (certificate PEM, private key PEM) pair valid for ``hosts`` (names or IPs)."""
+    """A (certificate PEM, private key PEM) pair valid for ``hosts`` (names or IPs).
+
+    ``key_type`` is "ec" (P-256, the default) or "ed25519". Ed25519 signatures always have
+    the same length, and so, with a fixed ``serial``, do the certificate and the TLS
+    handshake: the simulator relies on that for runs that repeat packet for packet.
+    """
     hosts = hosts or ["localhost", "127.0.0.1", "::1"]
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    if key_type == "ec":
+        key = ec.generate_private_key(ec.SECP256R1())
+    elif key_type == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise ValueError(f"key_type must be 'ec' or 'ed25519', got {key_type!r}")
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     alt: list[x509.GeneralName] = []
     for host in hosts:
@@ -36,12 +48,12 @@ def generate_self_signed(
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        .sign(key, hashes.SHA256() if key_type == "ec" else None)
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     key_pem = key.private_bytes(

@@ -189,8 +189,8 @@ class Markov4Loss(LossConfig):
     model: ClassVar[str] = "markov4"
     p13: float
     """P(received in gap -> lost in burst)."""
-    p31: float = -1.0
-    """P(lost in burst -> received in gap); default ``1 - p13``."""
+    p31: float = math.nan
+    """P(lost in burst -> received in gap); default (NaN) ``1 - p13``."""
     p32: float = 0.0
     """P(lost in burst -> received in burst)."""
     p23: float = 1.0
@@ -199,7 +199,7 @@ class Markov4Loss(LossConfig):
     """P(received in gap -> isolated loss)."""
 
     def __post_init__(self) -> None:
-        if self.p31 == -1.0:
+        if math.isnan(self.p31):
             object.__setattr__(self, "p31", 1.0 - self.p13)
         for name in ("p13", "p31", "p32", "p23", "p14"):
             _check_probability(self.model, name, getattr(self, name))

@@ -3,6 +3,7 @@ and the dev certificate both simulated sides use."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -24,10 +25,14 @@ K_MAX_SERVER_SESSIONS = 64
 def simulation_certificate() -> tuple[bytes, bytes]:
     """A self-signed (certificate PEM, key PEM) for "localhost", made once per process.
 
-    Generated once so that every run of a process uses the same bytes: certificate and
-    signature sizes then do not vary between runs, and neither do the handshake's packets.
+    Ed25519 with a fixed serial number and validity start: the certificate and every
+    handshake signature have the same length in every run and every process, so the
+    handshake's packets do too, and a seed replays a lossy run packet for packet (ECDSA
+    signatures vary in length by a few bytes).
     """
-    return generate_self_signed(["localhost"])
+    start = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    return generate_self_signed(["localhost"], key_type="ed25519", serial=0x65646765,
+                                now=start, days=36_500)
 
 
 def simulation_quic_configs(*, congestion_control: str = "reno",

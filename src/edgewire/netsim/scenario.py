@@ -46,6 +46,8 @@ __all__ = [
 
 #: Loss recovery modes a scenario may ask for (FEC and ARQ modes arrive with loss recovery).
 RECOVERY_MODES = ("none",)
+#: Largest integer any key accepts (beyond it floats lose whole units).
+K_MAX_INT = 2**53
 #: Longest scenario accepted, seconds (a day).
 K_MAX_DURATION_S = 86_400.0
 
@@ -217,6 +219,8 @@ class _Parser:
                                   f"{type(value).__name__} {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.error(key, f"must be finite, got {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > K_MAX_INT:
+            raise self.error(key, f"out of range: {value}")
         return value
 
     def table(self, data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -263,7 +267,7 @@ class _Parser:
         model = table.get("model")
         if model is None:
             raise self.error(f"{where}.model", f"missing (one of {', '.join(LOSS_MODELS)})")
-        if model not in _LOSS_PARAMS:
+        if not isinstance(model, str) or model not in _LOSS_PARAMS:
             raise self.error(f"{where}.model", f"unknown loss model {model!r} "
                                                f"(known: {', '.join(_LOSS_PARAMS)})")
         params = {k: v for k, v in table.items() if k != "model"}
@@ -294,6 +298,8 @@ class _Parser:
             raise self.error(where, str(exc)) from None
 
     def trace(self, name: str, where: str) -> CapacityTrace:
+        if "\x00" in name:
+            raise self.error(where, "a trace file name cannot contain a NUL character")
         path = Path(name)
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path

@@ -93,7 +93,8 @@ def load_mahimahi(path: str | Path) -> CapacityTrace:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
         raise LocalProtocolError(f"trace file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        # ValueError: a path with a NUL byte, which no file system accepts
         raise LocalProtocolError(f"trace file {path}: cannot read: {exc}") from None
     times: list[int] = []
     for lineno, line in enumerate(text.splitlines(), start=1):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 # importing the controllers registers them under "reno" and "cubic"
 from aioquic.quic.congestion import base as _congestion_base
@@ -23,6 +24,8 @@ __all__ = [
     "max_datagram_payload",
     "pending_datagram_bytes",
     "read_quic_stats",
+    "stabilize_stream_order",
+    "stream_send_marks",
     "unsent_stream_bytes",
 ]
 
@@ -101,3 +104,36 @@ def host_connection_ids(quic: QuicConnection) -> list[bytes]:
 def congestion_control_names() -> list[str]:
     """Names of the congestion controllers registered with aioquic (reno, cubic, ...)."""
     return sorted(_congestion_base._factories)
+
+
+def _pending_bytes(stream: Any) -> int:
+    return sum(r.stop - r.start for r in stream.sender._pending)
+
+
+def stream_send_marks(quic: QuicConnection) -> list[tuple[Any, int]] | None:
+    """Before ``datagrams_to_send``: each queued stream with its unsent byte count, or None
+    when fewer than two streams are queued (their order cannot differ)."""
+    queue = quic._streams_queue
+    if len(queue) < 2:
+        return None
+    return [(stream, _pending_bytes(stream)) for stream in queue]
+
+
+def stabilize_stream_order(quic: QuicConnection, marks: list[tuple[Any, int]] | None) -> None:
+    """After ``datagrams_to_send``: put the streams it served back in a reproducible order.
+
+    aioquic moves the streams it served to the end of its round-robin queue by iterating a
+    ``set`` of stream objects, whose order follows their memory addresses; so which stream
+    goes first next time changes from process to process, and a simulated run could not
+    be replayed. The served streams (those whose unsent bytes went down) are put at the
+    end in the order they were served, which is what the round robin means to do.
+    """
+    if marks is None:
+        return
+    served = [stream for stream, pending in marks if _pending_bytes(stream) < pending]
+    if len(served) < 2:
+        return
+    queue = quic._streams_queue
+    tail = queue[-len(served):]
+    if {id(s) for s in tail} == {id(s) for s in served}:
+        queue[-len(served):] = served

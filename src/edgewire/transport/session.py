@@ -147,7 +147,10 @@ class Session(Receiver):
         """UDP datagrams to send now, with their destinations."""
         if self._backlog and self.ready and not self.closed:
             self._fill(now)
-        return self.quic.datagrams_to_send(now=now)
+        marks = quicstats.stream_send_marks(self.quic)
+        datagrams = self.quic.datagrams_to_send(now=now)
+        quicstats.stabilize_stream_order(self.quic, marks)
+        return datagrams
 
     def next_event(self) -> Event | None:
         """Next event for the application, or None."""
