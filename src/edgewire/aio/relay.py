@@ -30,7 +30,8 @@ from typing import Any, cast
 
 from edgewire.errors import LocalProtocolError
 from edgewire.netsim.config import LinkConfig
-from edgewire.netsim.link import Delivery, Link, link_rng
+from edgewire.netsim.link import Delivery, Link
+from edgewire.netsim.run import link_rng
 from edgewire.netsim.scenario import LinkEvent, Scenario
 from edgewire.netsim.stats import Samples
 

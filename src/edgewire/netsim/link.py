@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgewire.errors import LocalProtocolError
 from edgewire.netsim.config import LinkConfig
@@ -35,7 +34,10 @@ from edgewire.netsim.loss import LossProcess, make_loss_process
 from edgewire.netsim.stats import LinkStats
 from edgewire.netsim.trace import K_OPPORTUNITY_BYTES
 
-__all__ = ["Delivery", "Link", "Tap", "link_rng"]
+if TYPE_CHECKING:  # the generator is injected; only its type is needed here
+    from random import Random
+
+__all__ = ["Delivery", "Link", "Tap"]
 
 #: Shape of the Pareto distribution behind the "pareto" jitter (netem's table uses 3).
 K_PARETO_ALPHA = 3.0
@@ -74,14 +76,7 @@ class _Packet:
         self.meta = meta
 
 
-def link_rng(seed: int, direction: str) -> random.Random:
-    """The random generator of one link direction ("uplink"/"downlink") for ``seed``: the
-    simulator and the relay draw the same numbers for the same seed."""
-    # string seeds hash with SHA-512 inside random, independent of PYTHONHASHSEED
-    return random.Random(f"edgewire-netsim/{seed}/{direction}")
-
-
-def _jitter_sampler(config: LinkConfig, rng: random.Random) -> Callable[[], float]:
+def _jitter_sampler(config: LinkConfig, rng: Random) -> Callable[[], float]:
     """A function returning one jitter draw in seconds (may be negative)."""
     j = config.jitter_ms / 1000.0
     if j == 0.0:
@@ -104,7 +99,7 @@ def _jitter_sampler(config: LinkConfig, rng: random.Random) -> Callable[[], floa
 class Link:
     """One direction of a link. ``rng`` must be this link's own generator."""
 
-    def __init__(self, config: LinkConfig, *, rng: random.Random, name: str = "link",
+    def __init__(self, config: LinkConfig, *, rng: Random, name: str = "link",
                  now: float = 0.0) -> None:
         self.name = name
         """Label used in statistics and errors ("uplink", "downlink")."""

@@ -7,12 +7,15 @@ Linux netem. Parameters come from the frozen configs in :mod:`edgewire.netsim.co
 
 from __future__ import annotations
 
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edgewire.errors import LocalProtocolError
 from edgewire.netsim.config import BernoulliLoss, GilbertLoss, LossConfig, Markov4Loss, NoLoss
+
+if TYPE_CHECKING:  # the generator is injected; only its type is needed here
+    from random import Random
 
 __all__ = ["LossProcess", "make_loss_process", "register_loss_process"]
 
@@ -33,7 +36,7 @@ class _NoLossProcess(LossProcess):
 class _BernoulliProcess(LossProcess):
     __slots__ = ("_random", "_rate")
 
-    def __init__(self, config: BernoulliLoss, rng: random.Random) -> None:
+    def __init__(self, config: BernoulliLoss, rng: Random) -> None:
         self._rate = config.rate
         self._random = rng.random
 
@@ -46,7 +49,7 @@ class _GilbertProcess(LossProcess):
 
     __slots__ = ("_c", "_random", "bad")
 
-    def __init__(self, config: GilbertLoss, rng: random.Random) -> None:
+    def __init__(self, config: GilbertLoss, rng: Random) -> None:
         self._c = config
         self._random = rng.random
         self.bad = False
@@ -70,7 +73,7 @@ class _Markov4Process(LossProcess):
 
     __slots__ = ("_c", "_random", "state")
 
-    def __init__(self, config: Markov4Loss, rng: random.Random) -> None:
+    def __init__(self, config: Markov4Loss, rng: Random) -> None:
         self._c = config
         self._random = rng.random
         self.state = 1
@@ -97,7 +100,7 @@ class _Markov4Process(LossProcess):
         return self.state >= 3
 
 
-_ProcessFactory = Callable[[LossConfig, random.Random], LossProcess]
+_ProcessFactory = Callable[[LossConfig, "Random"], LossProcess]
 
 _PROCESSES: dict[type[LossConfig], _ProcessFactory] = {
     NoLoss: lambda c, r: _NoLossProcess(),
@@ -112,7 +115,7 @@ def register_loss_process(config_class: type[LossConfig], factory: _ProcessFacto
     _PROCESSES[config_class] = factory
 
 
-def make_loss_process(config: LossConfig, rng: random.Random) -> LossProcess:
+def make_loss_process(config: LossConfig, rng: Random) -> LossProcess:
     """A fresh process (initial state) for ``config`` drawing from ``rng``."""
     factory = _PROCESSES.get(type(config))
     if factory is None:

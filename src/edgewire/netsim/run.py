@@ -3,6 +3,7 @@ virtual time, or raw probe packets through the same links; results as one JSON-r
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from edgewire.errors import LocalProtocolError
 from edgewire.netsim.config import LinkConfig
 from edgewire.netsim.engine import Address, Simulator
-from edgewire.netsim.link import Link, link_rng
+from edgewire.netsim.link import Link
 from edgewire.netsim.nodes import ServerEndpoint, simulation_quic_configs
 from edgewire.netsim.pcap import PcapTap
 from edgewire.netsim.scenario import RECOVERY_MODES, Scenario, ScenarioError
@@ -19,7 +20,7 @@ from edgewire.netsim.traffic import TrafficApp
 from edgewire.transport import Session, SessionConfig
 from edgewire.transport.quicstats import congestion_control_names
 
-__all__ = ["CLIENT_ADDR", "SERVER_ADDR", "RunOptions", "run_probe", "run_scenario"]
+__all__ = ["CLIENT_ADDR", "SERVER_ADDR", "RunOptions", "link_rng", "run_probe", "run_scenario"]
 
 #: Addresses of the simulated client and server (also those in --pcap files).
 CLIENT_ADDR: Address = ("10.0.0.1", 40000)
@@ -45,6 +46,13 @@ class RunOptions:
     """Write PREFIX-{uplink,downlink}-{in,out}.pcap."""
     drain_s: float = K_DRAIN_S
     """Simulated seconds after the traffic stops."""
+
+
+def link_rng(seed: int, direction: str) -> random.Random:
+    """The random generator of one link direction ("uplink"/"downlink") for ``seed``: the
+    simulator and the relay (both drivers) inject the same numbers for the same seed."""
+    # string seeds hash with SHA-512 inside random, independent of PYTHONHASHSEED
+    return random.Random(f"edgewire-netsim/{seed}/{direction}")
 
 
 def _links(scenario: Scenario, seed: int) -> tuple[Link, Link]:

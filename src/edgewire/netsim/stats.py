@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +22,15 @@ K_MAX_PENDING_FATES = 1 << 16
 
 class Samples:
     """Up to ``capacity`` values exactly; beyond that a uniform reservoir of them
-    (Vitter's algorithm R, with its own fixed-seed RNG so the link's draws are untouched)."""
+    (Vitter's algorithm R). The replacement slots come from a fixed 64-bit xorshift
+    sequence of its own, so the link's injected generator is never drawn from here."""
 
     __slots__ = ("_buf", "_cap", "_count", "_rng")
 
     def __init__(self, capacity: int = K_SAMPLES_CAPACITY) -> None:
         self._buf: list[float] = []
         self._count = 0
-        self._rng = random.Random(0x5A)
+        self._rng = 0x9E3779B97F4A7C15
         self._cap = capacity
 
     def add(self, value: float) -> None:
@@ -39,7 +39,12 @@ class Samples:
         if len(self._buf) < self._cap:
             self._buf.append(value)
             return
-        j = self._rng.randrange(self._count)
+        x = self._rng
+        x ^= (x << 13) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 7
+        x ^= (x << 17) & 0xFFFFFFFFFFFFFFFF
+        self._rng = x
+        j = x % self._count
         if j < self._cap:
             self._buf[j] = value
 
