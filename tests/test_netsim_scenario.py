@@ -1029,7 +1029,8 @@ def test_docs_mention_every_output_field() -> None:
     channel_fields = set(ChannelRecorder(deadline_ms=100).summary(sent=1, duration_s=1.0))
     channel_fields |= {"on_time", "sent_bytes", "not_sent"}
     top = {"scenario", "source", "seed", "duration_s", "simulated_s", "wall_s",
-           "realtime_factor", "transport", "links", "channels", "session", "steps", "pcap"}
+           "realtime_factor", "transport", "links", "channels", "session", "steps", "engine",
+           "pcap"}
     probe = {"packets", "rate_pps", "size_bytes"}
     names = link_fields | channel_fields | top | probe | {"p50", "p95", "p99"}
     missing = sorted(k for k in names if f"`{k}" not in doc and f"{k}`" not in doc)

@@ -238,8 +238,3 @@ class Simulator:
                     continue
                 link.send(data, now=now)
             timers[addr] = ep.get_timer()
-
-    def touch(self, addr: Address) -> None:
-        """Tell the engine that the endpoint at ``addr`` was called from outside a step
-        (e.g. ``connect``): it is asked for datagrams and its timer is read again."""
-        self._transmit({addr: self._endpoints[addr]})

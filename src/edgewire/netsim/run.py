@@ -112,7 +112,7 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
 
     client_qc, server_qc = simulation_quic_configs(
         congestion_control=cc, max_datagram_size=scenario.transport.max_datagram_size)
-    session_config = SessionConfig(shared_clock=True)
+    session_config = SessionConfig(shared_clock=True, stable_stream_order=True)
     client = Session(client_qc, config=session_config)
     server = ServerEndpoint(server_qc, config=session_config)
     sim = Simulator()
@@ -161,6 +161,8 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
             "client": _session_stats(client),
         },
         "steps": sim.steps,
+        "engine": {"steps": sim.steps, "clock_nudges": sim.nudges,
+                   "unroutable": sim.unroutable},
     }
     if taps:
         result["pcap"] = [str(t.path) for t in taps]

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edgewire.netsim.trace import K_OPPORTUNITY_BYTES
+from edgewire.transport.stats import percentiles_ms
 
 if TYPE_CHECKING:
     from edgewire.netsim.config import LinkConfig
@@ -58,17 +57,7 @@ class Samples:
 
     def percentiles_ms(self, qs: tuple[float, ...]) -> dict[str, float | None]:
         """``{"p50": ms, ...}`` of the values (seconds) kept; None when empty."""
-        if not self._buf:
-            return {f"p{q:g}": None for q in qs}
-        values = np.percentile(np.asarray(self._buf), qs) * 1000.0
-        return {f"p{q:g}": round(float(v), 3) for q, v in zip(qs, values, strict=True)}
-
-    def mean_ms(self) -> float | None:
-        """Mean of the values kept, in ms."""
-        if not self._buf:
-            return None
-        return round(float(np.mean(self._buf)) * 1000.0, 3)
-
+        return percentiles_ms(self._buf, qs)
 
 
 @dataclass(slots=True)

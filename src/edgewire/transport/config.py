@@ -43,6 +43,10 @@ class SessionConfig:
     """Both peers read the same clock (one process, or netsim's virtual time): the clock
     offset stays 0 and no clock probes are sent, so latencies are exact even on a path
     whose two directions have different delays."""
+    stable_stream_order: bool = False
+    """Keep aioquic's stream round robin in a reproducible order (it otherwise follows
+    object addresses). netsim sets it so a seed replays a run packet for packet; real
+    sockets need not pay for it."""
 
     def __post_init__(self) -> None:
         if self.max_channels < 1 or self.max_channels > 32768:

@@ -147,6 +147,8 @@ class Session(Receiver):
         """UDP datagrams to send now, with their destinations."""
         if self._backlog and self.ready and not self.closed:
             self._fill(now)
+        if not self.config.stable_stream_order:
+            return self.quic.datagrams_to_send(now=now)
         marks = quicstats.stream_send_marks(self.quic)
         datagrams = self.quic.datagrams_to_send(now=now)
         quicstats.stabilize_stream_order(self.quic, marks)

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ChannelStats", "LatencySamples", "SessionCounters"]
+__all__ = ["ChannelStats", "LatencySamples", "SessionCounters", "percentiles_ms"]
+
+
+def percentiles_ms(values: Any, qs: tuple[float, ...]) -> dict[str, float | None]:
+    """``{"p50": ms, ...}`` of ``values`` in seconds (a sequence or array), rounded to the
+    microsecond; every entry None when there are no values."""
+    if len(values) == 0:
+        return {f"p{q:g}": None for q in qs}
+    result = np.percentile(np.asarray(values, dtype=np.float64), qs) * 1000.0
+    return {f"p{q:g}": round(float(v), 3) for q, v in zip(qs, result, strict=True)}
 
 
 class LatencySamples:
@@ -33,11 +43,7 @@ class LatencySamples:
 
     def percentiles_ms(self, qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float | None]:
         """``{"p50": ms, ...}`` over the kept samples; None when there are none."""
-        n = len(self)
-        if n == 0:
-            return {f"p{q:g}": None for q in qs}
-        values = np.percentile(self._buf[:n], qs) * 1000.0
-        return {f"p{q:g}": round(float(v), 3) for q, v in zip(qs, values, strict=True)}
+        return percentiles_ms(self._buf[: len(self)], qs)
 
 
 @dataclass(slots=True)
