@@ -47,6 +47,11 @@ class SessionConfig:
     """Keep aioquic's stream round robin in a reproducible order (it otherwise follows
     object addresses). netsim sets it so a seed replays a run packet for packet; real
     sockets need not pay for it."""
+    skip_idle_sends: bool = False
+    """Answer ``datagrams_to_send`` with nothing, without asking aioquic, when aioquic's
+    state shows it has nothing to send (see ``quicstats.nothing_to_send``). netsim sets it:
+    after most deliveries there is nothing to send, and asking costs as much as the rest
+    of a simulation step. Its tests require identical results with and without it."""
 
     def __post_init__(self) -> None:
         if self.max_channels < 1 or self.max_channels > 32768:

@@ -93,6 +93,8 @@ class Session(Receiver):
         self._hello_done_at = 0.0
         self.connection_ids_changed = True
         """Set when QUIC issues or retires connection ids (a server re-reads its routes)."""
+        self.idle_sends_skipped = 0
+        """``datagrams_to_send`` calls answered without asking aioquic (skip_idle_sends)."""
 
     # ------------------------------------------------------------------ driver interface
 
@@ -147,6 +149,9 @@ class Session(Receiver):
         """UDP datagrams to send now, with their destinations."""
         if self._backlog and self.ready and not self.closed:
             self._fill(now)
+        elif self.config.skip_idle_sends and quicstats.nothing_to_send(self.quic, now):
+            self.idle_sends_skipped += 1
+            return []
         if not self.config.stable_stream_order:
             return self.quic.datagrams_to_send(now=now)
         marks = quicstats.stream_send_marks(self.quic)
