@@ -148,17 +148,21 @@ def nothing_to_send(quic: QuicConnection, now: float) -> bool:
 
     A simulator asks aioquic for datagrams after every delivery, and about half of those
     calls (a DATAGRAM whose ACK is delayed, an ACK-only packet) build nothing yet cost as
-    much as the rest of the step. This walks the same list of reasons to send that
-    aioquic's 1-RTT writer walks, in the same order, and answers True only when none
-    applies. Before the handshake is confirmed, while closing, on an unvalidated or a
-    second path, or with anything queued, it answers False. The simulator's tests run the
-    shipped scenarios with and without this shortcut and require identical results.
+    much as the rest of the step. This checks every reason to send that aioquic's 1-RTT
+    writer checks, and answers True only when none applies. Before the handshake is
+    confirmed, while closing, on an unvalidated or a second path, or with anything
+    queued, it answers False. The simulator's tests check every True answer against
+    aioquic and require identical results with and without this shortcut.
     """
-    if quic._close_pending or quic._state in END_STATES or not quic._handshake_confirmed:
+    # the cheap tests that fail most often come first: an ACK due now, queued DATAGRAMs
+    if not quic._handshake_confirmed or quic._close_pending or quic._state in END_STATES:
         return False
-    if quic._pacing_at is not None or quic._probe_pending or quic._ping_pending:
+    ack_at = quic._spaces[tls.Epoch.ONE_RTT].ack_at
+    if ack_at is not None and ack_at <= now:
         return False
-    if quic._datagrams_pending or quic._handshake_done_pending:
+    if quic._datagrams_pending or quic._pacing_at is not None or quic._probe_pending:
+        return False
+    if quic._ping_pending or quic._handshake_done_pending:
         return False
     if quic._streams_blocked_pending or quic._retire_connection_ids:
         return False
@@ -171,9 +175,6 @@ def nothing_to_send(quic: QuicConnection, now: float) -> bool:
     if quic._is_client and quic._remote_preferred_address is not None:
         return False
     if not quic._cryptos[tls.Epoch.ONE_RTT].send.is_valid():
-        return False
-    ack_at = quic._spaces[tls.Epoch.ONE_RTT].ack_at
-    if ack_at is not None and ack_at <= now:
         return False
     if not quic._crypto_streams[tls.Epoch.ONE_RTT].sender.buffer_is_empty:
         return False

@@ -51,6 +51,8 @@ K_DEFAULT_SEED = 0x65646765
 K_TIME_EPSILON = 1e-9  # seconds
 #: Smallest pool of random bytes media payloads are sliced from.
 K_MIN_POOL_BYTES = 64 * 1024  # bytes
+#: Payload offsets drawn from the generator in one call.
+K_OFFSET_BATCH = 256
 #: Nominal size of one token id in :func:`payload_size` (a u32 on the wire).
 K_TOKEN_ID_BYTES = 4  # bytes
 
@@ -99,11 +101,12 @@ def _check_positive(name: str, value: float) -> None:
 class _BytePool:
     """Random bytes generated once; payloads are slices at random offsets."""
 
-    __slots__ = ("_buf", "_rng")
+    __slots__ = ("_buf", "_draws", "_rng")
 
     def __init__(self, rng: np.random.Generator, size: int) -> None:
         self._rng = rng
         self._buf = rng.bytes(max(K_MIN_POOL_BYTES, size))
+        self._draws: list[float] = []
 
     def take(self, size: int) -> bytes:
         """``size`` pseudo-random bytes."""
@@ -111,7 +114,11 @@ class _BytePool:
         if size > len(buf):
             # only after a bitrate increase beyond the pool: repeat it, still no byte loop
             self._buf = buf = buf * (size // len(buf) + 2)
-        off = int(self._rng.integers(0, len(buf) - size + 1))
+        if not self._draws:
+            # one call into numpy per K_OFFSET_BATCH payloads: a call per payload costs
+            # more than the slice
+            self._draws = self._rng.random(K_OFFSET_BATCH).tolist()
+        off = int(self._draws.pop() * (len(buf) - size + 1))
         return buf[off : off + size]
 
 
