@@ -98,7 +98,7 @@ def test_shipped_scenario_loads(path: Path) -> None:
     assert len(sc.up) >= 2
     assert len(sc.down) >= 2
     assert sc.transport.cc == "reno"
-    assert sc.transport.recovery == "none"
+    assert sc.transport.recovery == "auto"
     for t in (0.0, sc.duration_s):
         for direction in ("uplink", "downlink"):
             cfg = sc.link_at(direction, t)
@@ -391,7 +391,8 @@ def test_transport_keys(tmp_path: Path, cc: str) -> None:
 
 
 def test_recovery_modes_documented_value() -> None:
-    assert RECOVERY_MODES == ("none",)
+    assert RECOVERY_MODES == ("none", "fec", "arq", "hybrid", "auto")
+    assert TransportSettings().recovery == "auto"
 
 
 # ---------------------------------------------------------------------------- rejections
@@ -549,7 +550,7 @@ IMPOSSIBLE = [
     ('[downlink]\ntrace = "zero.trace"\n', "downlink.trace", "> 0 ms", HEADER),
     ('[downlink]\ntrace = "."\n', "downlink.trace", "cannot read", HEADER),
     ('[transport]\ncc = "bbr9"\n', "transport.cc", "unknown congestion controller", HEADER),
-    ('[transport]\nrecovery = "fec"\n', "transport.recovery", "unsupported recovery", HEADER),
+    ('[transport]\nrecovery = "magic"\n', "transport.recovery", "unknown recovery", HEADER),
     ("[transport]\nmax_datagram_size = 1000\n", "transport.max_datagram_size", "1200",
      HEADER),
     ("[traffic.up]\n", "traffic", "no channel", HEADER),

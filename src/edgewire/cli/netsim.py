@@ -9,7 +9,7 @@ import time
 from typing import Any, TextIO
 
 from edgewire.netsim.run import RunOptions, run_probe, run_scenario
-from edgewire.netsim.scenario import load_scenario
+from edgewire.netsim.scenario import RECOVERY_MODES, load_scenario
 
 __all__ = ["ProgressBar", "add_netsim_parsers", "format_links", "run_netsim"]
 
@@ -102,7 +102,8 @@ def add_netsim_parsers(sub: Any) -> None:
                    help="write PREFIX-{uplink,downlink}-{in,out}.pcap")
     r.add_argument("--seed", type=int, help="override the scenario's seed")
     r.add_argument("--cc", help="congestion controller (reno, cubic, ...)")
-    r.add_argument("--recovery", help="loss recovery mode (none)")
+    r.add_argument("--recovery", choices=RECOVERY_MODES,
+                   help="loss recovery mode (default: the scenario's, else auto)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = sub.add_parser("probe", help="raw probe packets through the scenario's links "

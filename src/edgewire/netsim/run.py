@@ -19,6 +19,7 @@ from edgewire.netsim.scenario import RECOVERY_MODES, Scenario, ScenarioError
 from edgewire.netsim.traffic import TrafficApp
 from edgewire.transport import Session, SessionConfig
 from edgewire.transport.quicstats import congestion_control_names
+from edgewire.transport.recovery import RecoveryConfig
 
 __all__ = ["CLIENT_ADDR", "SERVER_ADDR", "RunOptions", "link_rng", "run_probe", "run_scenario"]
 
@@ -116,7 +117,8 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
     client_qc, server_qc = simulation_quic_configs(
         congestion_control=cc, max_datagram_size=scenario.transport.max_datagram_size)
     session_config = SessionConfig(shared_clock=True, stable_stream_order=True,
-                                   skip_idle_sends=opts.skip_idle_sends)
+                                   skip_idle_sends=opts.skip_idle_sends,
+                                   recovery=RecoveryConfig(mode=recovery))
     client = Session(client_qc, config=session_config)
     server = ServerEndpoint(server_qc, config=session_config)
     sim = Simulator()
@@ -156,8 +158,12 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
         "transport": {"cc": cc, "recovery": recovery},
         "links": {"uplink": up.stats.summary(end=total),
                   "downlink": down.stats.summary(end=total)},
-        "channels": {"up": client_app.summary(server_app, duration_s=scenario.duration_s),
-                     "down": server_app.summary(client_app, duration_s=scenario.duration_s)},
+        "channels": {
+            "up": _with_recovery(client_app.summary(server_app, duration_s=scenario.duration_s),
+                                 client_app, client, server.sessions.get(CLIENT_ADDR)),
+            "down": _with_recovery(server_app.summary(client_app,
+                                                      duration_s=scenario.duration_s),
+                                   server_app, server.sessions.get(CLIENT_ADDR), client)},
         "session": {
             "ready_ms": (None if client_app.ready_at is None
                          else round(client_app.ready_at * 1000.0, 3)),
@@ -173,6 +179,27 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
     if taps:
         result["pcap"] = [str(t.path) for t in taps]
     return result
+
+
+def _with_recovery(rows: dict[str, dict[str, Any]], app: TrafficApp,
+                   sender: Session | None, receiver: Session | None
+                   ) -> dict[str, dict[str, Any]]:
+    """Add each real-time channel's recovery figures: what the sender did (FEC, answers to
+    NACKs, overhead) and what the receiver did (gaps, rebuilt, NACKs)."""
+    for name, row in rows.items():
+        s = app.senders.get(name)
+        if s is None or s.flow.qos.reliable or sender is None:
+            continue
+        send = sender.recovery_summary(s.channel_id)
+        if not send:
+            continue
+        recv = {}
+        if receiver is not None and any(c.channel_id == s.channel_id
+                                        for c in receiver.channels):
+            recv = receiver.recovery_summary(s.channel_id)
+        row["recovery"] = {"overhead": send.pop("overhead"), "sender": send,
+                           "receiver": recv}
+    return rows
 
 
 def _session_stats(session: Session) -> dict[str, Any]:

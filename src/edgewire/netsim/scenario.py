@@ -26,6 +26,7 @@ from edgewire.netsim.config import (
 from edgewire.netsim.trace import CapacityTrace, load_mahimahi
 from edgewire.transport.qos import ChannelKind, QoS, default_qos
 from edgewire.transport.quicstats import congestion_control_names
+from edgewire.transport.recovery import RECOVERY_MODES as _RECOVERY_MODES
 from edgewire.workload.sources import (
     AudioSourceConfig,
     EmbeddingSourceConfig,
@@ -44,8 +45,8 @@ __all__ = [
     "parse_scenario",
 ]
 
-#: Loss recovery modes a scenario may ask for (FEC and ARQ modes arrive with loss recovery).
-RECOVERY_MODES = ("none",)
+#: Loss recovery modes a scenario may ask for (docs/RECOVERY.md).
+RECOVERY_MODES = _RECOVERY_MODES
 #: Largest integer any key accepts (beyond it floats lose whole units).
 K_MAX_INT = 2**53
 #: Longest scenario accepted, seconds (a day).
@@ -144,7 +145,7 @@ class TransportSettings:
 
     cc: str = "reno"
     """Congestion controller registered with aioquic."""
-    recovery: str = "none"
+    recovery: str = "auto"
     """Loss recovery mode (see RECOVERY_MODES)."""
     max_datagram_size: int = 1200
     """QUIC's max_datagram_size (UDP payload bytes)."""
@@ -443,11 +444,11 @@ class _Parser:
         if cc not in names:
             raise self.error("transport.cc", f"unknown congestion controller {cc!r} "
                                              f"(registered: {', '.join(names)})")
-        recovery = self.typed(table.get("recovery", "none"), str, "transport.recovery")
+        recovery = self.typed(table.get("recovery", "auto"), str, "transport.recovery")
         if recovery not in RECOVERY_MODES:
             raise self.error("transport.recovery",
-                             f"unsupported recovery mode {recovery!r} "
-                             f"(this version supports: {', '.join(RECOVERY_MODES)})")
+                             f"unknown recovery mode {recovery!r} "
+                             f"(one of: {', '.join(RECOVERY_MODES)})")
         mds = self.typed(table.get("max_datagram_size", 1200), int,
                          "transport.max_datagram_size")
         if not 1200 <= mds <= 65527:

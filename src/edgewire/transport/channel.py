@@ -6,6 +6,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from edgewire.transport.qos import ChannelKind, QoS
+from edgewire.transport.recovery import ReceiveRecovery, SendRecovery
 from edgewire.transport.scheduler import DatagramQueue, StreamQueue
 from edgewire.transport.stats import ChannelStats
 
@@ -146,6 +147,10 @@ class ChannelState:
     close_reported: bool = False
     fin_pending: bool = False
     reassembler: Reassembler = field(default_factory=Reassembler)
+    send_recovery: SendRecovery | None = None
+    """FEC and retransmission state of a real-time channel this side sends on."""
+    receive_recovery: ReceiveRecovery | None = None
+    """Gap tracking, NACKs and FEC decoding of a real-time channel this side receives."""
 
     @classmethod
     def create(cls, info: ChannelInfo) -> ChannelState:

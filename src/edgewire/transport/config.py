@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from aioquic.quic.configuration import QuicConfiguration
@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from edgewire.errors import LocalProtocolError
+from edgewire.transport.recovery import RecoveryConfig
 
 __all__ = ["ALPN", "SessionConfig", "quic_configuration"]
 
@@ -47,6 +48,9 @@ class SessionConfig:
     """Keep aioquic's stream round robin in a reproducible order (it otherwise follows
     object addresses). netsim sets it so a seed replays a run packet for packet; real
     sockets need not pay for it."""
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    """Loss recovery of real-time channels: FEC, NACK retransmission, or both, chosen by
+    ``recovery.mode`` ("auto" by default; docs/RECOVERY.md)."""
     skip_idle_sends: bool = False
     """Answer ``datagrams_to_send`` with nothing, without asking aioquic, when aioquic's
     state shows it has nothing to send (see ``quicstats.nothing_to_send``). netsim sets it:

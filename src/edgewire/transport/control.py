@@ -29,6 +29,7 @@ __all__ = [
     "OpenChannel",
     "Ping",
     "Pong",
+    "RecoveryReport",
     "decode_control",
     "encode_control",
 ]
@@ -119,6 +120,21 @@ class CloseChannel:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryReport:
+    """Receiver's loss before recovery on one real-time channel since its last report
+    (the sender chooses FEC and retransmission from it)."""
+
+    channel_id: int
+    """The channel the counts are for (one the receiving side did not open)."""
+    received: int
+    """Datagrams received as originals."""
+    lost: int
+    """Sequence numbers missing (before FEC or retransmission)."""
+    bursts: int
+    """Runs of consecutive missing sequence numbers."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AppMessage:
     """Small application message on the control stream (reports, requests, decisions)."""
 
@@ -127,7 +143,8 @@ class AppMessage:
 
 
 ControlMessage = (
-    Hello | HelloAck | ClockSync | Ping | Pong | OpenChannel | CloseChannel | AppMessage
+    Hello | HelloAck | ClockSync | Ping | Pong | OpenChannel | CloseChannel | RecoveryReport
+    | AppMessage
 )
 
 
@@ -156,6 +173,9 @@ def encode_control(msg: ControlMessage) -> bytes:
                    "reliable": q.reliable, "max_message_bytes": q.max_message_bytes}
         case CloseChannel():
             obj = {"t": "close", "ch": msg.channel_id, "messages": msg.messages}
+        case RecoveryReport():
+            obj = {"t": "rx", "ch": msg.channel_id, "received": msg.received,
+                   "lost": msg.lost, "bursts": msg.bursts}
         case AppMessage():
             obj = {"t": "app", "body": msg.body}
     return bytes(cbor2.dumps(obj))
@@ -260,6 +280,14 @@ def decode_control(data: bytes) -> ControlMessage | None:
     if kind == "close":
         return CloseChannel(channel_id=_uint(obj, "ch", 0xFFFF),
                             messages=_uint(obj, "messages", (1 << 64) - 1))
+    if kind == "rx":
+        lost = _uint(obj, "lost", (1 << 32) - 1)
+        bursts = _uint(obj, "bursts", (1 << 32) - 1)
+        if bursts > lost:
+            raise _fail("more loss bursts than losses")
+        return RecoveryReport(channel_id=_uint(obj, "ch", 0xFFFF),
+                              received=_uint(obj, "received", (1 << 32) - 1),
+                              lost=lost, bursts=bursts)
     if kind == "app":
         if "body" not in obj:
             raise _fail("missing 'body'")

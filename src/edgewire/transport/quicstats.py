@@ -27,6 +27,7 @@ __all__ = [
     "nothing_to_send",
     "pending_datagram_bytes",
     "read_quic_stats",
+    "smoothed_rtt",
     "stabilize_stream_order",
     "stream_send_marks",
     "unsent_stream_bytes",
@@ -67,6 +68,14 @@ def read_quic_stats(quic: QuicConnection) -> QuicStats:
         cwnd_bytes=int(loss.congestion_window),
         bytes_in_flight=int(loss.bytes_in_flight),
     )
+
+
+def smoothed_rtt(quic: QuicConnection) -> float:
+    """Smoothed RTT in seconds, or the configured initial RTT before the first sample."""
+    loss = quic._loss
+    if loss._rtt_initialized:
+        return float(loss._rtt_smoothed)
+    return float(quic._configuration.initial_rtt)
 
 
 def send_budget(quic: QuicConnection) -> int:

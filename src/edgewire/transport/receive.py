@@ -24,13 +24,20 @@ from edgewire.transport.qos import ChannelKind
 from edgewire.transport.scheduler import earliest
 from edgewire.transport.stats import SessionCounters
 from edgewire.transport.wire import (
+    FLAG_RETRANSMIT,
     HEADER_SIZE,
     MAX_U32,
     STREAM_PREFIX_SIZE,
+    TYPE_FEC,
     TYPE_MEDIA,
+    TYPE_NACK,
+    DatagramHeader,
     ErrorCode,
     RecordReader,
+    datagram_type,
+    decode_fec_header,
     decode_header,
+    decode_nack,
 )
 
 __all__ = ["Receiver"]
@@ -73,6 +80,12 @@ class Receiver:
     def _fatal(self, exc: RemoteProtocolError, now: float) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def _rtt(self) -> float:  # pragma: no cover
+        raise NotImplementedError
+
+    def _send_datagram(self, data: bytes) -> None:  # pragma: no cover
+        raise NotImplementedError
+
     def _push(self, event: Event) -> None:
         if len(self._events) >= self.config.max_events and isinstance(event, MessageReceived):
             state = self._channels.get(event.channel_id)
@@ -93,17 +106,73 @@ class Receiver:
 
     def _on_datagram(self, data: bytes, now: float) -> None:
         try:
-            hdr = decode_header(data)
+            kind = datagram_type(data)
+            if kind == TYPE_MEDIA:
+                hdr = decode_header(data)
+            elif kind == TYPE_FEC:
+                self._on_parity(data, now)
+                return
+            elif kind == TYPE_NACK:
+                self._on_nack(data, now)
+                return
+            else:
+                self._counters.unknown_type_datagrams += 1
+                return
         except RemoteProtocolError:
             self._counters.malformed_datagrams += 1
-            return
-        if hdr.type != TYPE_MEDIA:
-            self._counters.unknown_type_datagrams += 1
             return
         state = self._channels.get(hdr.channel_id)
         if state is None:
             self._hold_early(hdr.channel_id, data, now)
             return
+        rec = state.receive_recovery
+        if rec is not None and not state.info.qos.reliable:
+            retransmitted = bool(hdr.flags & FLAG_RETRANSMIT)
+            if retransmitted:
+                state.stats.retransmissions_received += 1
+            deadline = (self._local_capture(hdr.timestamp_us, now)
+                        + rec.deadline)
+            rebuilt = rec.on_media(hdr.sequence, data, deadline=deadline,
+                                   retransmitted=retransmitted, now=now)
+            self._on_media(state, hdr, data, now)
+            self._deliver_rebuilt(state, rebuilt, now)
+            return
+        self._on_media(state, hdr, data, now)
+
+    def _on_parity(self, data: bytes, now: float) -> None:
+        hdr = decode_fec_header(data)  # RemoteProtocolError: counted by the caller
+        state = self._channels.get(hdr.channel_id)
+        rec = None if state is None else state.receive_recovery
+        if state is None or rec is None:
+            self._counters.stray_reports += 1
+            return
+        self._deliver_rebuilt(state, rec.on_parity(hdr, data, now=now), now)
+
+    def _deliver_rebuilt(self, state: ChannelState, rebuilt: list[bytes], now: float) -> None:
+        for data in rebuilt:
+            try:
+                hdr = decode_header(data)
+            except RemoteProtocolError:
+                state.stats.malformed += 1  # the sender protected a garbled datagram
+                continue
+            if hdr.channel_id != state.channel_id or hdr.type != TYPE_MEDIA:
+                state.stats.malformed += 1
+                continue
+            state.stats.recovered += 1
+            self._on_media(state, hdr, data, now)
+
+    def _on_nack(self, data: bytes, now: float) -> None:
+        channel_id, ranges = decode_nack(data)  # RemoteProtocolError: counted by the caller
+        state = self._channels.get(channel_id)
+        rec = None if state is None else state.send_recovery
+        if rec is None:
+            self._counters.stray_reports += 1
+            return
+        for datagram in rec.on_nack(ranges, now=now, rtt=self._rtt()):
+            self._send_datagram(datagram)
+
+    def _on_media(self, state: ChannelState, hdr: DatagramHeader, data: bytes,
+                  now: float) -> None:
         stats = state.stats
         qos = state.info.qos
         if qos.reliable or qos.deadline_ms is None or (

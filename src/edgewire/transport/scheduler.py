@@ -81,6 +81,11 @@ class DatagramQueue:
         A frame whose first fragment went out is finished even past its deadline, since a
         partial frame is worth nothing to the receiver.
         """
+        item = self.pop_with_deadline(now)
+        return None if item is None else item[0]
+
+    def pop_with_deadline(self, now: float) -> tuple[bytes, float] | None:
+        """Like :meth:`pop`, with the deadline of the datagram's frame."""
         self.expire(now)
         frames = self._frames
         if not frames:
@@ -92,7 +97,7 @@ class DatagramQueue:
         head.size -= len(data)
         if not head.datagrams:
             frames.popleft()
-        return data
+        return data, head.deadline
 
 
 class StreamQueue:

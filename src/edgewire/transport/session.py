@@ -8,6 +8,7 @@ and re-arms its timer from ``get_timer``. After every call it drains ``next_even
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ from edgewire.transport.events import (
 from edgewire.transport.messages import TokenMessage, encode_array, encode_tokens
 from edgewire.transport.qos import ChannelKind, QoS, default_qos
 from edgewire.transport.receive import Receiver
+from edgewire.transport.recovery import ReceiveRecovery, SendRecovery
 from edgewire.transport.scheduler import PriorityOrder, earliest
 from edgewire.transport.stats import ChannelStats, SessionCounters
 from edgewire.transport.wire import (
@@ -47,6 +49,7 @@ from edgewire.transport.wire import (
     encode_record,
     encode_record_header,
     encode_stream_prefix,
+    with_sequence,
 )
 
 __all__ = ["Session"]
@@ -94,6 +97,8 @@ class Session(Receiver):
         self.connection_ids_changed = True
         """Set when QUIC issues or retires connection ids (a server re-reads its routes)."""
         self.idle_sends_skipped = 0
+        self._recovering: list[ChannelState] = []  # real-time channels with recovery state
+        self._solo: deque[bytes] = deque()  # parity datagrams, each to go in its own packet
         """``datagrams_to_send`` calls answered without asking aioquic (skip_idle_sends)."""
 
     # ------------------------------------------------------------------ driver interface
@@ -125,6 +130,8 @@ class Session(Receiver):
             self._probes_sent += 1
             self._schedule_probe()
         self._expire_receive(now)
+        if self._recovering and self.ready and not self.closed:
+            self._recovery_timers(now)
         for cid in list(self._backlog):
             dq = self._channels[cid].dgram_queue
             if dq is not None:
@@ -143,15 +150,32 @@ class Session(Receiver):
                 timer = earliest(timer, dq.next_deadline())
         if not self.ready:
             timer = earliest(timer, self._hello_deadline)
+        for state in self._recovering:
+            if state.send_recovery is not None:
+                timer = earliest(timer, state.send_recovery.get_timer())
+            if state.receive_recovery is not None:
+                timer = earliest(timer, state.receive_recovery.get_timer())
         return earliest(timer, self._probe_at, self._receive_timer())
 
     def datagrams_to_send(self, *, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """UDP datagrams to send now, with their destinations."""
         if self._backlog and self.ready and not self.closed:
             self._fill(now)
-        elif self.config.skip_idle_sends and quicstats.nothing_to_send(self.quic, now):
+        elif (self.config.skip_idle_sends and not self._solo
+              and quicstats.nothing_to_send(self.quic, now)):
             self.idle_sends_skipped += 1
             return []
+        datagrams = self._quic_datagrams(now)
+        # aioquic packs every pending DATAGRAM frame into as few packets as it can; parity
+        # packed with the media it protects would be lost with it, so each parity datagram
+        # is handed over alone and gets a QUIC packet of its own
+        solo = self._solo
+        while solo and not self.closed:
+            self.quic.send_datagram_frame(solo.popleft())
+            datagrams += self._quic_datagrams(now)
+        return datagrams
+
+    def _quic_datagrams(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         if not self.config.stable_stream_order:
             return self.quic.datagrams_to_send(now=now)
         marks = quicstats.stream_send_marks(self.quic)
@@ -323,7 +347,8 @@ class Session(Receiver):
             "counters": {k: getattr(self._counters, k) for k in self._counters.__slots__},
             "channels": {
                 f"{s.info.name}#{cid}": {"kind": s.info.kind.value, "local": s.info.local,
-                                         **self.channel_stats(cid).as_dict()}
+                                         **self.channel_stats(cid).as_dict(),
+                                         **self._recovery_summary(s)}
                 for cid, s in self._channels.items()
             },
         }
@@ -374,11 +399,11 @@ class Session(Receiver):
         flags = FLAG_KEYFRAME if keyframe else 0
         datagrams = []
         for i in range(count):
+            # the sequence number is set when the datagram is handed to QUIC
             header = encode_header(
-                channel_id=state.channel_id, sequence=state.next_seq, timestamp_us=ts_us,
+                channel_id=state.channel_id, sequence=0, timestamp_us=ts_us,
                 frame_id=frame_id, frag_index=i, frag_count=count, flags=flags,
             )
-            state.next_seq += 1
             datagrams.append(header + payload[i * room : (i + 1) * room])
         assert state.dgram_queue is not None
         assert qos.deadline_ms is not None
@@ -431,13 +456,22 @@ class Session(Receiver):
                     backlog.discard(cid)
                 continue
             sent = 0
+            rec = state.send_recovery
             while budget > 0:
-                data = dq.pop(now)
-                if data is None:
+                item = dq.pop_with_deadline(now)
+                if item is None:
                     break
+                seq = state.next_seq
+                state.next_seq = (seq + 1) & 0xFFFFFFFF
+                data = with_sequence(item[0], seq)
                 quic.send_datagram_frame(data)
                 budget -= len(data) + K_DATAGRAM_OVERHEAD
                 sent += 1
+                if rec is not None:
+                    # parity goes right after the datagram that completes its group
+                    for parity in rec.on_sent(seq, data, deadline=item[1], now=now):
+                        self._solo.append(parity)
+                        budget -= len(parity) + K_DATAGRAM_OVERHEAD
             state.stats.sent_datagrams += sent
             if not len(dq):
                 backlog.discard(cid)
@@ -451,7 +485,59 @@ class Session(Receiver):
         state = ChannelState.create(info)
         self._channels[info.channel_id] = state
         self._order.add(info.channel_id, info.qos.priority)
+        rcfg = self.config.recovery
+        if not info.qos.reliable and info.qos.deadline_ms is not None and rcfg.mode != "none":
+            deadline = info.qos.deadline_ms / 1000.0
+            if info.local:
+                state.send_recovery = SendRecovery(info.channel_id, rcfg, deadline=deadline)
+            else:
+                state.receive_recovery = ReceiveRecovery(info.channel_id, rcfg,
+                                                         deadline=deadline)
+            self._recovering.append(state)
         return state
+
+    def _recovery_timers(self, now: float) -> None:
+        """Parity of groups held open too long, NACKs due, loss reports due."""
+        quic = self.quic
+        rtt = quicstats.smoothed_rtt(quic)
+        for state in self._recovering:
+            send = state.send_recovery
+            if send is not None:
+                self._solo.extend(send.on_timer(now))
+            recv = state.receive_recovery
+            if recv is not None:
+                for nack in recv.nacks(now=now, rtt=rtt):
+                    quic.send_datagram_frame(nack)
+                recv.expire(now)
+                report = recv.take_report(now)
+                if report is not None:
+                    self._send_control(ctl.RecoveryReport(
+                        channel_id=state.channel_id, received=report[0], lost=report[1],
+                        bursts=report[2]))
+
+    def recovery_summary(self, channel_id: int) -> dict[str, Any]:
+        """FEC and retransmission state and counters of a real-time channel (empty for a
+        reliable channel or with recovery off)."""
+        state = self._channels.get(channel_id)
+        if state is None:
+            raise LocalProtocolError(f"no channel {channel_id}")
+        summary: dict[str, Any] = self._recovery_summary(state).get("recovery", {})
+        return summary
+
+    @staticmethod
+    def _recovery_summary(state: ChannelState) -> dict[str, Any]:
+        if state.send_recovery is not None:
+            return {"recovery": state.send_recovery.summary()}
+        if state.receive_recovery is not None:
+            return {"recovery": state.receive_recovery.summary()}
+        return {}
+
+    # hooks of the receiving half
+    def _rtt(self) -> float:
+        return quicstats.smoothed_rtt(self.quic)
+
+    def _send_datagram(self, data: bytes) -> None:
+        self.quic.send_datagram_frame(data)
 
     # ------------------------------------------------------------------ QUIC events
 
@@ -528,6 +614,14 @@ class Session(Receiver):
                                       error_code=ErrorCode.CONTROL_PROTOCOL_ERROR)
         elif isinstance(msg, ctl.OpenChannel):
             self._on_open(msg, now)
+        elif isinstance(msg, ctl.RecoveryReport):
+            state = self._channels.get(msg.channel_id)
+            if state is None or state.send_recovery is None:
+                self._counters.stray_reports += 1  # a channel closed, or not ours
+            else:
+                state.send_recovery.on_report(received=msg.received, lost=msg.lost,
+                                              bursts=msg.bursts,
+                                              rtt=quicstats.smoothed_rtt(self.quic))
         elif isinstance(msg, ctl.CloseChannel):
             self._on_close_channel(msg.channel_id, msg.messages)
         elif isinstance(msg, ctl.AppMessage):

@@ -70,6 +70,10 @@ class ChannelStats:
     """Frames complete but after their deadline (dropped when ``drop_late``)."""
     duplicates: int = 0
     """Datagrams for frames already delivered or given up."""
+    recovered: int = 0
+    """Datagrams rebuilt from FEC parity and delivered as if received."""
+    retransmissions_received: int = 0
+    """Datagrams received again after a NACK (delivered, or counted as duplicates)."""
     malformed: int = 0
     """Records or datagrams that failed to decode (dropped)."""
     latency: LatencySamples = field(default_factory=LatencySamples)
@@ -98,5 +102,9 @@ class SessionCounters:
     """Control messages of a type this version does not know (skipped)."""
     early_dropped: int = 0
     """Datagrams dropped because the early buffer (data before its channel's open) was full."""
+    stray_reports: int = 0
+    """Loss reports or NACKs for channels this side does not send on (dropped)."""
+    malformed_recovery: int = 0
+    """Parity or NACK datagrams that failed to decode (dropped)."""
     events_dropped: int = 0
     """Real-time message events dropped because the driver did not drain events."""
