@@ -99,6 +99,14 @@ def _bench(args: argparse.Namespace) -> int:
         from edgewire.cli.bench_netsim import main_bench_netsim
 
         return main_bench_netsim(args, progress=_progress)
+    if args.bench == "recovery":
+        from edgewire.cli.bench_recovery import main_bench_recovery
+
+        return main_bench_recovery(args, progress=_progress)
+    if args.bench == "fec":
+        from edgewire.cli.bench_fec import main_bench_fec
+
+        return main_bench_fec(args, progress=_progress)
     from edgewire.cli.bench_throughput import ThroughputConfig, run_throughput
 
     cfg = ThroughputConfig(seconds=args.seconds, rounds=args.rounds)
@@ -182,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="probe packets per check (default 500000; the issue asks >= 100k)")
     ns.add_argument("--seconds", type=float, default=60.0, help="simulated call length")
     ns.add_argument("--json", action="store_true")
+    from edgewire.cli.bench_fec import add_bench_fec_arguments
+    from edgewire.cli.bench_recovery import add_bench_recovery_arguments
+
+    add_bench_fec_arguments(bsub.add_parser(
+        "fec", help="Reed-Solomon encode/decode speed: edgewire vs reedsolo (and zfec)"))
+    add_bench_recovery_arguments(bsub.add_parser(
+        "recovery", help="loss recovery modes in netsim: on-time ratio, overhead, p99"))
     return p
 
 

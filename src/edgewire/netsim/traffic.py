@@ -110,6 +110,7 @@ class TrafficApp:
         while (ev := session.next_event()) is not None:
             self._on_event(ev, now)
         if self.closed is not None:
+            self._timer = None  # nothing more to send: do not wake the engine again
             return ()
         acted = False
         if not self._started and session.ready and now >= self.start_at:

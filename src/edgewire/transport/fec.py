@@ -256,14 +256,14 @@ class _LinearMap:
         if self._table is not None:
             idx = data.astype(np.uint16)
             idx += self._offsets
-            gathered = np.take(self._table, idx, axis=0, mode="wrap")
+            gathered = self._table.take(idx, axis=0, mode="wrap")
             acc = np.bitwise_xor.reduce(gathered, axis=0)
         else:
             acc = np.zeros((size, self._width // np.dtype(self._dtype).itemsize),
                            dtype=self._dtype)
             for i in range(self._n_in):
                 row = self._pack(self._coef[i : i + 1])[0]
-                acc ^= np.take(row, data[i], axis=0, mode="wrap")
+                acc ^= row.take(data[i], axis=0, mode="wrap")
         out = acc.view(np.uint8).reshape(size, self._width)
         if self._n_out == 1:
             return out.reshape(1, size)
@@ -491,18 +491,23 @@ def recover(k: int, m: int, received: Mapping[int, BytesLike], *,
     n = k + m
     sources: dict[int, bytes] = {}
     parity: dict[int, bytes] = {}
+    count = 0
     for key, value in received.items():
         index = key if type(key) is int else _as_int(key)
         if index is None:
             raise FecError(f"FEC symbol index {key!r} is not an integer")
         if not 0 <= index < n:
             raise FecError(f"FEC symbol index {index} is outside 0..{n - 1}")
-        if index in sources or index in parity:
-            raise FecError(f"FEC symbol index {index} appears twice")
         symbol = value if type(value) is bytes else _remote_bytes(value, index)
-        (sources if index < k else parity)[index] = symbol
-    if len(sources) + len(parity) < k:
-        raise FecError(f"{len(sources) + len(parity)} FEC symbols received, {k} needed")
+        if index < k:
+            sources[index] = symbol
+        else:
+            parity[index] = symbol
+        count += 1
+    if len(sources) + len(parity) != count:
+        raise FecError("an FEC symbol index appears twice")
+    if count < k:
+        raise FecError(f"{count} FEC symbols received, {k} needed")
 
     limit = MAX_PACKET_BYTES
     stride = 0
@@ -528,17 +533,13 @@ def recover(k: int, m: int, received: Mapping[int, BytesLike], *,
     symbols = np.frombuffer(buf, dtype=np.uint8).reshape(k, stride)
     rebuilt = impl.decode(k, m, used_sources + used_parity, symbols)
 
-    out: list[bytes] = []
-    row = 0
-    for i in range(k):
-        if i in sources:
-            out.append(sources[i])
-            continue
-        symbol = rebuilt[row].tobytes()
-        row += 1
+    out = [sources.get(i, b"") for i in range(k)]
+    missing = [i for i in range(k) if i not in sources]
+    for i, row in zip(missing, rebuilt, strict=True):
+        symbol = row.tobytes()
         length = (symbol[0] << 8) | symbol[1]
         if length > limit:
             raise FecError(f"recovered FEC source packet {i} has a corrupt length prefix "
                            f"({length} > {limit})")
-        out.append(symbol[PREFIX_BYTES : PREFIX_BYTES + length])
+        out[i] = symbol[PREFIX_BYTES : PREFIX_BYTES + length]
     return out

@@ -21,7 +21,7 @@ datagrams. One :class:`SendRecovery` per real-time channel this side sends on, o
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -56,6 +56,8 @@ RECOVERY_MODES = ("none", "fec", "arq", "hybrid", "auto")
 K_NACK_SLACK = 0.005
 #: Seconds of margin the policy keeps between a recovery's arrival and the deadline.
 K_DEADLINE_MARGIN = 0.005
+#: Parity waiting to be spread goes out anyway after this many datagram spacings.
+K_SPREAD_TIMEOUT = 1.5
 #: Most consecutive missing sequence numbers tracked from one gap; a larger jump is counted
 #: as loss but not NACKed (the peer restarted or skipped far ahead).
 K_MAX_GAP = 1024
@@ -67,7 +69,7 @@ class RecoveryConfig:
 
     mode: str = "auto"
     """One of ``RECOVERY_MODES``."""
-    target_residual: float = 0.002
+    target_residual: float = 0.001
     """Share of datagrams the policy accepts to leave unrecovered."""
     nack_retries: int = 3
     """NACKs per missing datagram at most."""
@@ -81,8 +83,9 @@ class RecoveryConfig:
     """Bytes the sender keeps for retransmission, per channel."""
     max_group: int = 16
     """Largest FEC group (k) the policy picks."""
-    max_overhead: float = 1.0
-    """Largest FEC overhead (m / k) the policy picks."""
+    max_overhead: float = 2.0
+    """Largest FEC overhead (m / k) the policy picks (short bursty-loss audio groups may
+    need several parity datagrams per media datagram)."""
     report_interval: float = 0.1
     """Seconds between two loss reports of the receiver."""
     report_memory: float = 0.98
@@ -134,17 +137,21 @@ def _residual(p: float, burst: float, k: int, m: int) -> float:
     # Two-state Gilbert channel: the bad state loses every datagram, the good state none.
     # Mean burst b gives P(bad -> good) = 1/b; the stationary loss p then fixes
     # P(good -> bad). A Bernoulli channel is the case b = 1 / (1 - p).
-    # Dynamic programme over the k sources then m parity symbols of a group, tracking
-    # P[state][losses] and E[source losses; state, losses], losses capped at m + 1.
+    # The datagrams go out as the sender sends them: the k sources, then each parity
+    # after one more media datagram of the next group (the sender spreads parity so that
+    # one burst does not take the end of a group and its parity together). Dynamic
+    # programme over that sequence, tracking P[state][symbols lost] and
+    # E[sources lost; state, symbols lost], symbols lost capped at m + 1.
     r = min(1.0, 1.0 / burst)
     q = min(1.0, p * r / (1.0 - p))
     cap = m + 1
-    prob = [[0.0] * (cap + 1) for _ in range(2)]  # [good, bad][losses]
+    # position kinds: 1 = source, 2 = parity, 0 = a datagram of another group
+    pattern = [1] * k + [0, 2] * m
+    prob = [[0.0] * (cap + 1) for _ in range(2)]  # [good, bad][symbols lost]
     src = [[0.0] * (cap + 1) for _ in range(2)]
     prob[0][0], prob[1][1] = 1.0 - p, p
-    src[1][1] = p  # the first symbol is a source: a loss there is one source loss
-    for pos in range(1, k + m):
-        is_source = pos < k
+    src[1][1] = p  # the first position is a source
+    for kind in pattern[1:]:
         nprob = [[0.0] * (cap + 1) for _ in range(2)]
         nsrc = [[0.0] * (cap + 1) for _ in range(2)]
         for state in (0, 1):
@@ -154,20 +161,20 @@ def _residual(p: float, burst: float, k: int, m: int) -> float:
                 if pr == 0.0:
                     continue
                 ex = src[state][n]
-                # next symbol good
                 nprob[0][n] += pr * (1.0 - to_bad)
                 nsrc[0][n] += ex * (1.0 - to_bad)
-                # next symbol lost
-                n2 = min(cap, n + 1)
+                n2 = min(cap, n + 1) if kind else n
                 nprob[1][n2] += pr * to_bad
-                nsrc[1][n2] += (ex + (pr if is_source else 0.0)) * to_bad
+                nsrc[1][n2] += (ex + (pr if kind == 1 else 0.0)) * to_bad
         prob, src = nprob, nsrc
     return (src[0][cap] + src[1][cap]) / k
 
 
 def gilbert_residual(p: float, burst: float, k: int, m: int) -> float:
     """Share of source datagrams an RS(k, m) group leaves unrecovered on a Gilbert
-    channel with loss rate ``p`` and mean burst length ``burst`` (m = 0: no FEC)."""
+    channel with loss rate ``p`` and mean burst length ``burst`` (m = 0: no FEC), with
+    each parity datagram sent after one more media datagram, as :class:`SendRecovery`
+    does."""
     if p <= 0.0:
         return 0.0
     if p >= 1.0:
@@ -208,30 +215,36 @@ def choose_protection(config: RecoveryConfig, *, loss: float, burst: float, rtt:
     if mode == "none":
         return Protection()
     owd = rtt / 2.0
-    # ARQ: a gap is seen one datagram later, the NACK and the answer take one RTT, and
-    # each retry one RTT more; what arrives after the deadline is worthless
-    slack = deadline - owd - interval - K_DEADLINE_MARGIN
+    # ARQ: a gap is seen when the burst that made it ends (the next datagram arrives:
+    # on average (1 + b) / 2 spacings after a lost one), the NACK and the answer take one
+    # RTT, and each retry one RTT more; what arrives after the deadline is worthless
+    detect = interval * (1.0 + max(1.0, burst)) / 2.0
+    slack = deadline - owd - detect - K_DEADLINE_MARGIN
     rounds = max(0, min(config.nack_retries, int(slack // rtt) if rtt > 0 else 0))
     p = min(max(loss, 0.0), 0.999)
     fail = 1.0 - (1.0 - p) ** 2  # the NACK or its answer is lost
     arq_factor = fail ** rounds if rounds else 1.0
     arq_ok = config.uses_arq and rounds > 0
     if mode == "arq" or p == 0.0 or not config.uses_fec:
-        arq = arq_ok
+        # with ARQ asked for, the deadline checks of both sides decide what is worth
+        # sending again; the model only says how much it will help
+        arq = config.uses_arq and (arq_ok or mode == "arq")
         return Protection(arq=arq, residual=p * (arq_factor if arq else 1.0),
                           overhead=p * rounds if arq else 0.0)
-    # FEC: the first datagram of a group waits for the rest of the group and one parity
-    # datagram, then travels one way; that must fit before the deadline
+    # FEC: the first datagram of a group waits for the rest of the group and for its
+    # parity, which goes out spread over the next m datagram slots, then travels one way;
+    # that must fit before the deadline
     span = deadline - owd - K_DEADLINE_MARGIN
-    k_limit = max(1, min(config.max_group, int(span / max(interval, 1e-4)) + 1))
+    slots = max(1, int(span / max(interval, 1e-4)))
+    k_limit = max(1, min(config.max_group, slots))
     candidates: list[Protection] = []
     if mode == "auto" and arq_ok:
         candidates.append(Protection(arq=True, residual=p * arq_factor,
                                      overhead=p * (1.0 + fail * (rounds - 1))))
-    with_arq = arq_ok and mode in ("hybrid", "auto")
+    with_arq = (arq_ok and mode == "auto") or mode == "hybrid"
     for k in range(1, k_limit + 1):
-        for m in range(1, k + 1):
-            if m / k > config.max_overhead or k + m > 255:
+        for m in range(1, slots + 1):
+            if m / k > config.max_overhead or k + m > 255 or k - 1 + m > slots:
                 break
             res = gilbert_residual(p, burst, k, m)
             overhead = m / k
@@ -242,13 +255,17 @@ def choose_protection(config: RecoveryConfig, *, loss: float, burst: float, rtt:
                 overhead += p
             candidates.append(Protection(k=k, m=m, arq=with_arq, residual=res,
                                          overhead=overhead,
-                                         max_span=max(0.0, span - interval)))
+                                         max_span=max(0.0, span - m * interval)))
             if res <= config.target_residual:
                 break  # more parity for this k only costs more
     good = [c for c in candidates if c.residual <= config.target_residual]
     if good:
         return min(good, key=lambda c: (c.overhead, c.residual))
-    return min(candidates, key=lambda c: (c.residual, c.overhead))
+    # nothing reaches the target in the time there is: the cheapest choice within twice
+    # the best residual (the last factor of two costs the most parity)
+    best = min(c.residual for c in candidates)
+    near = [c for c in candidates if c.residual <= 2.0 * best]
+    return min(near, key=lambda c: (c.overhead, c.residual))
 
 
 # ---------------------------------------------------------------------------- sender
@@ -317,6 +334,7 @@ class SendRecovery:
         self._history_bytes = 0
         self._tokens = float(config.retransmit_burst_bytes)
         self._group: list[bytes] = []
+        self._spread: deque[tuple[float, bytes]] = deque()  # parity waiting: (latest, data)
         self._group_base = 0
         self._group_opened = 0.0
         self._last_sent: float | None = None
@@ -324,8 +342,13 @@ class SendRecovery:
     # -- sending
 
     def on_sent(self, seq: int, datagram: bytes, *, deadline: float, now: float) -> list[bytes]:
-        """Record a media datagram just handed to QUIC; returns parity datagrams to send
-        right after it when it completes an FEC group."""
+        """Record a media datagram just handed to QUIC; returns the parity datagram to send
+        right after it, if one is waiting.
+
+        A group's parity is spread: one parity datagram after each of the next media
+        datagrams (or at the usual spacing when the channel falls silent), so that one
+        burst does not take the end of a group and its parity together.
+        """
         cfg = self.config
         if self._last_sent is not None:
             gap = now - self._last_sent
@@ -343,29 +366,30 @@ class SendRecovery:
             while len(hist) > cfg.history_datagrams or self._history_bytes > cfg.history_bytes:
                 _, old = hist.popitem(last=False)
                 self._history_bytes -= len(old.data)
+        out = [self._spread.popleft()[1]] if self._spread else []
         prot = self.protection
         if prot.k == 0:
-            return self._close_group() if self._group else []
+            if self._group:
+                self._close_group(now)
+            return out
         if not self._group:
             self._group_base = seq
             self._group_opened = now
         elif (seq - self._group_base) & MAX_U32 != len(self._group):
             # numbering jumped (cannot happen with send-time numbering; stay safe)
-            out = self._close_group()
+            self._close_group(now)
             self._group_base, self._group_opened = seq, now
-            self._group.append(datagram)
-            return out
         self._group.append(datagram)
         if len(self._group) >= prot.k:
-            return self._close_group()
-        return []
+            self._close_group(now)
+        return out
 
-    def _close_group(self) -> list[bytes]:
+    def _close_group(self, now: float) -> None:
         group = self._group
         self._group = []
         k = len(group)
         if k == 0:
-            return []
+            return
         prot = self.protection
         m = prot.m if prot.k else 1
         if k < prot.k:
@@ -373,27 +397,31 @@ class SendRecovery:
         m = min(m, 255 - k)
         parity = fec.encode_parity(group, m)
         mask = (1 << k) - 1
-        out = []
+        step = self.interval * K_SPREAD_TIMEOUT
         for i, symbol in enumerate(parity):
-            out.append(encode_fec_header(channel_id=self.channel_id,
-                                         base_sequence=self._group_base, mask=mask, m=m,
-                                         index=i) + symbol)
-        self.stats.fec_datagrams += len(out)
-        self.stats.fec_bytes += sum(len(d) for d in out)
-        return out
+            data = encode_fec_header(channel_id=self.channel_id,
+                                     base_sequence=self._group_base, mask=mask, m=m,
+                                     index=i) + symbol
+            self._spread.append((now + (i + 1) * step, data))
+            self.stats.fec_datagrams += 1
+            self.stats.fec_bytes += len(data)
 
     def get_timer(self) -> float | None:
-        """When the open FEC group must be closed (its first datagram would be late)."""
-        if not self._group:
-            return None
-        return self._group_opened + self.protection.max_span
+        """When the open FEC group must be closed (its first datagram would be late), or
+        when waiting parity must go out though no media datagram came."""
+        t = self._group_opened + self.protection.max_span if self._group else None
+        if self._spread and (t is None or self._spread[0][0] < t):
+            t = self._spread[0][0]
+        return t
 
     def on_timer(self, now: float) -> list[bytes]:
-        """Parity for a group held open too long."""
-        timer = self.get_timer()
-        if timer is not None and now >= timer:
-            return self._close_group()
-        return []
+        """Parity due: of a group held open too long, or waiting for a media datagram."""
+        if self._group and now >= self._group_opened + self.protection.max_span:
+            self._close_group(now)
+        out = []
+        while self._spread and self._spread[0][0] <= now:
+            out.append(self._spread.popleft()[1])
+        return out
 
     # -- feedback
 

@@ -23,7 +23,7 @@ from edgewire.errors import (
     RemoteProtocolError,
 )
 from edgewire.transport import control as ctl
-from edgewire.transport import quicstats
+from edgewire.transport import fec, quicstats
 from edgewire.transport.channel import ChannelInfo, ChannelState
 from edgewire.transport.config import ALPN, SessionConfig
 from edgewire.transport.events import (
@@ -40,6 +40,7 @@ from edgewire.transport.recovery import ReceiveRecovery, SendRecovery
 from edgewire.transport.scheduler import PriorityOrder, earliest
 from edgewire.transport.stats import ChannelStats, SessionCounters
 from edgewire.transport.wire import (
+    FEC_HEADER_SIZE,
     FLAG_KEYFRAME,
     HEADER_SIZE,
     PROTOCOL_VERSION,
@@ -171,7 +172,13 @@ class Session(Receiver):
         # is handed over alone and gets a QUIC packet of its own
         solo = self._solo
         while solo and not self.closed:
-            self.quic.send_datagram_frame(solo.popleft())
+            parity = solo.popleft()
+            if len(parity) > quicstats.max_datagram_payload(self.quic):
+                # aioquic would hold it at the head of its queue forever (the path's
+                # datagram size shrank after the media was cut); never stall for parity
+                self._counters.parity_too_large += 1
+                continue
+            self.quic.send_datagram_frame(parity)
             datagrams += self._quic_datagrams(now)
         return datagrams
 
@@ -385,6 +392,10 @@ class Session(Receiver):
                 f"{len(payload)}-byte frame exceeds max_message_bytes ({qos.max_message_bytes})"
             )
         room = quicstats.max_datagram_payload(self.quic) - HEADER_SIZE
+        if state.send_recovery is not None and self.config.recovery.uses_fec:
+            # a parity datagram carries a whole media datagram, its length and the FEC
+            # header: media must leave that much room for parity to fit a QUIC packet
+            room -= FEC_HEADER_SIZE + fec.PREFIX_BYTES
         count = max(1, -(-len(payload) // room))
         if count > 1 and state.info.kind is ChannelKind.AUDIO:
             raise MessageTooLargeError(

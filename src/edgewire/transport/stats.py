@@ -104,7 +104,7 @@ class SessionCounters:
     """Datagrams dropped because the early buffer (data before its channel's open) was full."""
     stray_reports: int = 0
     """Loss reports or NACKs for channels this side does not send on (dropped)."""
-    malformed_recovery: int = 0
-    """Parity or NACK datagrams that failed to decode (dropped)."""
+    parity_too_large: int = 0
+    """Parity datagrams not sent because they did not fit a QUIC packet."""
     events_dropped: int = 0
     """Real-time message events dropped because the driver did not drain events."""
