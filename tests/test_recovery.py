@@ -48,9 +48,9 @@ def test_fec_header_round_trip() -> None:
 def test_nack_round_trip() -> None:
     ranges = [(5, 1), (2**32 - 1, 3), (100, 65536)]
     assert decode_nack(encode_nack(3, ranges)) == (3, ranges)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ranges"):
         encode_nack(3, [])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ranges"):
         encode_nack(3, [(0, 1)] * (MAX_NACK_RANGES + 1))
 
 
@@ -61,14 +61,17 @@ def test_fec_header_parser_never_crashes(data: bytes) -> None:
         h = decode_fec_header(raw)
     except RemoteProtocolError:
         return
-    assert h.k == len(h.members) and 1 <= h.k <= 64 and h.index < h.m and h.k + h.m <= 255
+    assert h.k == len(h.members)
+    assert 1 <= h.k <= 64
+    assert h.index < h.m
+    assert h.k + h.m <= 255
 
 
 @given(st.binary(max_size=200))
 def test_nack_parser_never_crashes(data: bytes) -> None:
     raw = bytes([0x12]) + data  # version 1, type NACK
     try:
-        channel, ranges = decode_nack(raw)
+        _, ranges = decode_nack(raw)
     except RemoteProtocolError:
         return
     assert 0 < len(ranges) <= MAX_NACK_RANGES
@@ -100,7 +103,8 @@ def test_residual_model_limits() -> None:
     # no FEC leaves the loss rate; more parity never hurts; a Bernoulli channel (b = 1/(1-p))
     assert gilbert_residual(0.1, 1 / 0.9, 4, 0) == 0.1
     res = [gilbert_residual(0.1, 1 / 0.9, 4, m) for m in range(1, 6)]
-    assert res == sorted(res, reverse=True) and res[-1] < 1e-4
+    assert res == sorted(res, reverse=True)
+    assert res[-1] < 1e-4
     # at the same mean loss, bursts are harder than independent losses
     assert gilbert_residual(0.05, 4.0, 3, 3) > 10 * gilbert_residual(0.05, 1 / 0.95, 3, 3)
 
@@ -124,14 +128,17 @@ def test_policy_short_rtt_prefers_arq() -> None:
     cfg = RecoveryConfig(mode="auto")
     prot = choose_protection(cfg, loss=0.02, burst=1.02, rtt=0.02, deadline=0.15,
                              interval=0.02)
-    assert prot.arq and prot.k == 0  # three retries fit: no parity needed
+    assert prot.arq  # three retries fit: no parity needed
+    assert prot.k == 0
 
 
 def test_policy_long_rtt_uses_fec() -> None:
     cfg = RecoveryConfig(mode="auto")
     prot = choose_protection(cfg, loss=0.05, burst=1.05, rtt=0.3, deadline=0.15,
                              interval=0.02)
-    assert not prot.arq and prot.k > 0 and prot.m > 0
+    assert not prot.arq
+    assert prot.k > 0
+    assert prot.m > 0
 
 
 def test_policy_group_fits_the_deadline() -> None:
@@ -148,11 +155,14 @@ def test_policy_modes() -> None:
                           "interval": 0.02}
     assert choose_protection(RecoveryConfig(mode="none"), **kw) == Protection()
     arq = choose_protection(RecoveryConfig(mode="arq"), **kw)
-    assert arq.arq and arq.k == 0
+    assert arq.arq
+    assert arq.k == 0
     fec = choose_protection(RecoveryConfig(mode="fec"), **kw)
-    assert not fec.arq and fec.k > 0
+    assert not fec.arq
+    assert fec.k > 0
     hybrid = choose_protection(RecoveryConfig(mode="hybrid"), **kw)
-    assert hybrid.arq and hybrid.k > 0
+    assert hybrid.arq
+    assert hybrid.k > 0
 
 
 def test_config_validation() -> None:
@@ -187,7 +197,8 @@ def test_sender_releases_parity_when_the_channel_falls_silent() -> None:
     s.on_sent(0, _media(0), deadline=1.0, now=0.0)
     s.on_sent(1, _media(1), deadline=1.0, now=0.02)
     t = s.get_timer()
-    assert t is not None and t > 0.02
+    assert t is not None
+    assert t > 0.02
     assert s.on_timer(t - 1e-6) == []
     assert len(s.on_timer(t)) == 1
 
@@ -210,7 +221,8 @@ def test_retransmission_is_deadline_aware() -> None:
     assert s.stats.nack_too_late == 1
     s.on_sent(2, _media(2), deadline=0.25, now=0.1)
     out = s.on_nack([(2, 1)], now=0.15, rtt=0.08)
-    assert len(out) == 1 and out[0][1] & FLAG_RETRANSMIT
+    assert len(out) == 1
+    assert out[0][1] & FLAG_RETRANSMIT
     assert sequence_of(out[0]) == 2
     # asked again at once: the answer may still be on its way
     assert s.on_nack([(2, 1)], now=0.16, rtt=0.08) == []
@@ -262,7 +274,8 @@ def test_nack_timers_are_exact_in_virtual_time() -> None:
         now = max(t, now)
     step = rtt + K_NACK_SLACK
     assert times == [0.06, round(0.06 + step, 9), round(0.06 + 2 * step, 9)]
-    assert r.stats.nacked == 6 and r.stats.gave_up == 2
+    assert r.stats.nacked == 6
+    assert r.stats.gave_up == 2
 
 
 def test_no_nack_that_cannot_beat_the_deadline() -> None:
