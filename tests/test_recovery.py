@@ -379,3 +379,16 @@ def test_no_retransmission_storm_after_a_blackout() -> None:
     # handful) are sent again
     assert sender["retransmitted"] <= 10
     assert audio["on_time_ratio"] > 0.6
+
+
+def test_netsim_drives_the_playout_buffer() -> None:
+    loss = {"model": "bernoulli", "rate": 0.1}
+    plain = _audio(loss, "none", seconds=10)["jitter_buffer"]
+    rec = _audio(loss, "auto", seconds=10)["jitter_buffer"]
+    # no jitter and no recovery: the buffer waits the one-way delay and conceals losses
+    assert plain["playout_delay_ms"] == pytest.approx(40.1, abs=0.5)
+    assert plain["concealed"] > 20
+    # recovered frames arrive later: the buffer waits longer and conceals fewer frames
+    assert rec["playout_delay_ms"] > 60
+    assert rec["concealed"] < plain["concealed"]
+    assert rec["played"] > plain["played"]

@@ -20,6 +20,8 @@ from edgewire.transport import (
     SessionClosed,
     SessionReady,
 )
+from edgewire.transport.jitter import JitterBuffer, JitterBufferConfig
+from edgewire.transport.qos import ChannelKind
 from edgewire.workload.sinks import ChannelRecorder
 from edgewire.workload.sources import (
     AudioSource,
@@ -36,6 +38,10 @@ __all__ = ["TrafficApp"]
 #: Reliable messages held back while a channel's send queue is full; beyond it new ones
 #: are skipped and counted (the source models an application that would block).
 K_MAX_HELD_MESSAGES = 256
+
+#: Nominal frame spacing the receiver's playout buffer assumes, by kind (it only places the
+#: slots of frames that never arrive).
+_NOMINAL_FRAME_MS = {ChannelKind.AUDIO: 20.0, ChannelKind.VIDEO: 1000.0 / 30}
 
 _SOURCES: dict[str, Callable[..., Source]] = {
     "audio": AudioSource, "video": VideoSource, "tokens": TokenSource,
@@ -79,6 +85,9 @@ class TrafficApp:
         self.recorders: dict[str, ChannelRecorder] = {}
         """What the peer's channels delivered here, by channel name."""
         self._by_id: dict[int, ChannelRecorder] = {}
+        self.jitter: dict[str, JitterBuffer] = {}
+        """Playout buffers of the peer's audio and video channels, by channel name."""
+        self._jitter_by_id: dict[int, JitterBuffer] = {}
         self._rngs = np.random.default_rng(seed).spawn(len(flows)) if flows else []
         self._started = False
         self._stopped = False
@@ -130,6 +139,10 @@ class TrafficApp:
             rec = self._by_id.get(ev.channel_id)
             if rec is not None:
                 rec.on_message(now=now, latency=ev.latency, size_bytes=payload_size(ev.payload))
+            jb = self._jitter_by_id.get(ev.channel_id)
+            if jb is not None:
+                jb.push(ev.frame_id & 0xFFFFFFFF, ev.timestamp, None, now=now)
+                jb.pop(now)
         elif isinstance(ev, FrameLost):
             rec = self._by_id.get(ev.channel_id)
             if rec is not None:
@@ -138,6 +151,12 @@ class TrafficApp:
             rec = ChannelRecorder(deadline_ms=ev.qos.deadline_ms)
             self._by_id[ev.channel_id] = rec
             self.recorders[ev.name] = rec
+            frame_ms = _NOMINAL_FRAME_MS.get(ev.kind)
+            if frame_ms is not None and ev.qos.deadline_ms is not None:
+                jb = JitterBuffer(JitterBufferConfig(deadline_ms=ev.qos.deadline_ms,
+                                                     frame_ms=frame_ms))
+                self._jitter_by_id[ev.channel_id] = jb
+                self.jitter[ev.name] = jb
         elif isinstance(ev, SessionReady):
             self.ready_at = now
         elif isinstance(ev, SessionClosed):
@@ -205,5 +224,8 @@ class TrafficApp:
             row["on_time"] = rec.on_time
             row["sent_bytes"] = s.sent_bytes
             row["not_sent"] = s.skipped
+            jb = peer.jitter.get(name)
+            if jb is not None:
+                row["jitter_buffer"] = jb.stats().as_dict()
             out[name] = row
         return out
