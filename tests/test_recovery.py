@@ -313,6 +313,35 @@ def test_reports_count_loss_before_recovery() -> None:
     assert r.stats.recovered_arq == 1
 
 
+def test_loss_free_reports_wait_for_the_idle_interval() -> None:
+    cfg = RecoveryConfig(mode="fec", report_interval=0.1, report_idle_interval=1.0)
+    r = ReceiveRecovery(0, cfg, deadline=1.0)
+    for seq in range(50):  # 20 ms apart, nothing lost
+        r.on_media(seq, _media(seq), deadline=1.0, retransmitted=False, now=0.02 * seq)
+        assert r.take_report(0.02 * seq) is None
+    assert r.get_timer() == pytest.approx(1.0)
+    assert r.take_report(1.0) == (50, 0, 0)
+    # a gap brings the next report forward to one report_interval after this one
+    r.on_media(51, _media(51), deadline=2.0, retransmitted=False, now=1.02)
+    assert r.get_timer() == pytest.approx(1.1)
+    assert r.take_report(1.1) == (1, 1, 1)
+
+
+def test_sender_memory_decays_with_time_not_report_count() -> None:
+    cfg = RecoveryConfig(mode="arq", report_interval=0.1, report_memory=0.9)
+    a = SendRecovery(0, cfg, deadline=0.15)
+    b = SendRecovery(0, cfg, deadline=0.15)
+    for s in (a, b):
+        s.on_report(received=90, lost=10, bursts=10, rtt=0.05, now=0.1)
+    # one report covering 1 s against ten covering 0.1 s each: the old loss fades alike
+    a.on_report(received=500, lost=0, bursts=0, rtt=0.05, now=1.1)
+    for i in range(10):
+        b.on_report(received=50, lost=0, bursts=0, rtt=0.05, now=0.2 + 0.1 * i)
+    assert a._lost_w == pytest.approx(10 * 0.9**10, rel=1e-9)
+    assert b._lost_w == pytest.approx(a._lost_w, rel=1e-9)
+    assert a.loss == pytest.approx(10 * 0.9**10 / (100 * 0.9**10 + 500), rel=1e-9)
+
+
 def as_retx(d: bytes) -> bytes:
     return d[:1] + bytes((d[1] | FLAG_RETRANSMIT,)) + d[2:]
 

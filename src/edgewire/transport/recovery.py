@@ -12,8 +12,8 @@ datagrams. One :class:`SendRecovery` per real-time channel this side sends on, o
   it, most NACKed datagrams are past their deadline and the budget caps the rest.
 * The receiver tracks per-channel sequence numbers, NACKs each gap at once and again about
   one RTT later (at most ``nack_retries`` times, never after the deadline), decodes FEC
-  groups, and reports loss before recovery (rate and bursts) to the sender about every
-  ``report_interval``.
+  groups, and reports loss before recovery (rate and bursts) to the sender every
+  ``report_interval`` while it sees loss, every ``report_idle_interval`` otherwise.
 * The policy turns the reported loss rate and mean burst length, the RTT, the deadline and
   the datagram spacing into FEC parameters (k, m) and an ARQ on/off switch.
 """
@@ -87,9 +87,13 @@ class RecoveryConfig:
     """Largest FEC overhead (m / k) the policy picks (short bursty-loss audio groups may
     need several parity datagrams per media datagram)."""
     report_interval: float = 0.1
-    """Seconds between two loss reports of the receiver."""
+    """Seconds between two loss reports of the receiver while it sees loss."""
+    report_idle_interval: float = 1.0
+    """Seconds between two loss reports while no loss is seen; a gap brings the next report
+    forward to ``report_interval`` after the previous one."""
     report_memory: float = 0.98
-    """Weight the sender keeps of its loss statistics at each report (exponential decay)."""
+    """Weight the sender keeps of its loss statistics per ``report_interval`` of time
+    (exponential decay)."""
     receive_hold_bytes: int = 4 << 20
     """Bytes of received datagrams the receiver keeps for FEC decoding, per channel."""
     max_missing: int = 2048
@@ -113,6 +117,8 @@ class RecoveryConfig:
             raise LocalProtocolError("max_overhead must be positive")
         if not self.report_interval > 0 or not 0.0 <= self.report_memory < 1.0:
             raise LocalProtocolError("report_interval must be > 0, report_memory in [0, 1)")
+        if not self.report_idle_interval >= self.report_interval:
+            raise LocalProtocolError("report_idle_interval must be >= report_interval")
         for name in ("retransmit_burst_bytes", "history_datagrams", "history_bytes",
                      "receive_hold_bytes", "max_missing", "max_groups"):
             if getattr(self, name) < 1:
@@ -333,6 +339,7 @@ class SendRecovery:
         self._history: OrderedDict[int, _Sent] = OrderedDict()
         self._history_bytes = 0
         self._tokens = float(config.retransmit_burst_bytes)
+        self._last_report: float | None = None
         self._group: list[bytes] = []
         self._spread: deque[tuple[float, bytes]] = deque()  # parity waiting: (latest, data)
         self._group_base = 0
@@ -474,11 +481,17 @@ class SendRecovery:
             del hist[seq]
             self._history_bytes -= len(oldest.data)
 
-    def on_report(self, *, received: int, lost: int, bursts: int, rtt: float) -> None:
+    def on_report(self, *, received: int, lost: int, bursts: int, rtt: float,
+                  now: float) -> None:
         """Take a loss report of the receiver and choose the protection again."""
         cfg = self.config
         self.stats.reports += 1
-        decay = cfg.report_memory
+        # reports come every report_interval while there is loss and less often without:
+        # the memory decays with the time they cover, not with their number
+        last = self._last_report
+        elapsed = cfg.report_interval if last is None else max(0.0, now - last)
+        self._last_report = now
+        decay = cfg.report_memory ** (elapsed / cfg.report_interval)
         self._recv_w = self._recv_w * decay + received
         self._lost_w = self._lost_w * decay + lost
         self._bursts_w = self._bursts_w * decay + bursts
@@ -566,6 +579,7 @@ class ReceiveRecovery:
         self._lost = 0
         self._bursts = 0
         self._next_report: float | None = None
+        self._last_report = 0.0
 
     def _extend(self, seq: int) -> int:
         high = self._highest
@@ -584,12 +598,17 @@ class ReceiveRecovery:
         s = self._extend(seq)
         if self._next_report is None:
             self._next_report = now + self.config.report_interval
+            self._last_report = now
         high = self._highest
         if high is None or s > high:
             if high is not None and s > high + 1:
                 gap = s - high - 1
                 self._lost += gap
                 self._bursts += 1
+                # loss is news for the sender's policy: report it soon
+                self._next_report = min(self._next_report,
+                                        max(now, self._last_report
+                                            + self.config.report_interval))
                 self.stats.lost_before_recovery += gap
                 if self.config.uses_arq and gap <= K_MAX_GAP:
                     missing = self._missing
@@ -766,14 +785,21 @@ class ReceiveRecovery:
 
     def take_report(self, now: float) -> tuple[int, int, int] | None:
         """(received, lost, bursts) since the last report when one is due, else None."""
+        cfg = self.config
         if self._next_report is None or now < self._next_report:
+            return None
+        if self._lost <= 0 and now < self._last_report + cfg.report_idle_interval:
+            # nothing lost since the last report: it can wait
+            self._next_report = self._last_report + cfg.report_idle_interval
             return None
         report = (self._received, max(0, self._lost), self._bursts)
         self._received = self._lost = self._bursts = 0
-        self._next_report = now + self.config.report_interval
+        self._last_report = now
         if report == (0, 0, 0):
             self._next_report = None  # silent channel: wait for the next datagram
             return None
+        self._next_report = now + (cfg.report_interval if report[1] else
+                                   cfg.report_idle_interval)
         return report
 
     def summary(self) -> dict[str, Any]:

@@ -152,10 +152,11 @@ class Session(Receiver):
         if not self.ready:
             timer = earliest(timer, self._hello_deadline)
         for state in self._recovering:
-            if state.send_recovery is not None:
-                timer = earliest(timer, state.send_recovery.get_timer())
-            if state.receive_recovery is not None:
-                timer = earliest(timer, state.receive_recovery.get_timer())
+            # a channel has one half or the other
+            rec = state.send_recovery or state.receive_recovery
+            t = rec.get_timer() if rec is not None else None
+            if t is not None and (timer is None or t < timer):
+                timer = t
         return earliest(timer, self._probe_at, self._receive_timer())
 
     def datagrams_to_send(self, *, now: float) -> list[tuple[bytes, NetworkAddress]]:
@@ -632,7 +633,7 @@ class Session(Receiver):
             else:
                 state.send_recovery.on_report(received=msg.received, lost=msg.lost,
                                               bursts=msg.bursts,
-                                              rtt=quicstats.smoothed_rtt(self.quic))
+                                              rtt=quicstats.smoothed_rtt(self.quic), now=now)
         elif isinstance(msg, ctl.CloseChannel):
             self._on_close_channel(msg.channel_id, msg.messages)
         elif isinstance(msg, ctl.AppMessage):
