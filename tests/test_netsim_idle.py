@@ -66,7 +66,7 @@ def test_shipped_scenarios_identical_with_and_without_the_shortcut(
     assert checked.skips == fast["engine"]["idle_sends_skipped"]
     slow = run_scenario(sc, RunOptions(skip_idle_sends=False))
     assert slow["engine"]["idle_sends_skipped"] == 0
-    assert fast["engine"]["idle_sends_skipped"] > 1000  # the shortcut was taken
+    assert fast["engine"]["idle_sends_skipped"] > 100  # the shortcut was taken
     assert _strip(fast) == _strip(slow)
 
 
@@ -85,7 +85,7 @@ def test_lossy_streams_identical_with_and_without_the_shortcut(checked: _Checked
     assert checked.wrong == []
     slow = run_scenario(sc, RunOptions(skip_idle_sends=False))
     assert fast["links"]["uplink"]["lost_by_model"] > 10
-    assert fast["engine"]["idle_sends_skipped"] > 100
+    assert fast["engine"]["idle_sends_skipped"] > 20
     assert _strip(fast) == _strip(slow)
 
 

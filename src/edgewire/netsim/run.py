@@ -118,6 +118,7 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
         congestion_control=cc, max_datagram_size=scenario.transport.max_datagram_size)
     session_config = SessionConfig(shared_clock=True, stable_stream_order=True,
                                    skip_idle_sends=opts.skip_idle_sends,
+                                   ack_delay=scenario.transport.ack_delay_ms / 1000,
                                    recovery=RecoveryConfig(mode=recovery))
     client = Session(client_qc, config=session_config)
     server = ServerEndpoint(server_qc, config=session_config)

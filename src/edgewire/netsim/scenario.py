@@ -24,6 +24,7 @@ from edgewire.netsim.config import (
     NoLoss,
 )
 from edgewire.netsim.trace import CapacityTrace, load_mahimahi
+from edgewire.transport.config import K_MAX_ACK_DELAY, K_MIN_ACK_DELAY
 from edgewire.transport.qos import ChannelKind, QoS, default_qos
 from edgewire.transport.quicstats import congestion_control_names
 from edgewire.transport.recovery import RECOVERY_MODES as _RECOVERY_MODES
@@ -149,6 +150,9 @@ class TransportSettings:
     """Loss recovery mode (see RECOVERY_MODES)."""
     max_datagram_size: int = 1200
     """QUIC's max_datagram_size (UDP payload bytes)."""
+    ack_delay_ms: float = 25.0
+    """How long an ACK may wait to ride on a packet going the other way
+    (``SessionConfig.ack_delay``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -453,7 +457,14 @@ class _Parser:
                          "transport.max_datagram_size")
         if not 1200 <= mds <= 65527:
             raise self.error("transport.max_datagram_size", "must be in 1200 .. 65527")
-        return TransportSettings(cc=cc, recovery=recovery, max_datagram_size=mds)
+        ack_ms = float(self.typed(table.get("ack_delay_ms", 25.0), (int, float),
+                                  "transport.ack_delay_ms"))
+        if not K_MIN_ACK_DELAY * 1000 <= ack_ms <= K_MAX_ACK_DELAY * 1000:
+            raise self.error("transport.ack_delay_ms",
+                             f"must be in {K_MIN_ACK_DELAY * 1000:g} .. "
+                             f"{K_MAX_ACK_DELAY * 1000:g} (the max_ack_delay QUIC advertises)")
+        return TransportSettings(cc=cc, recovery=recovery, max_datagram_size=mds,
+                                 ack_delay_ms=ack_ms)
 
 
 def _type_names(types: tuple[type, ...]) -> str:

@@ -14,12 +14,17 @@ from cryptography.hazmat.primitives import serialization
 from edgewire.errors import LocalProtocolError
 from edgewire.transport.recovery import RecoveryConfig
 
-__all__ = ["ALPN", "SessionConfig", "quic_configuration"]
+__all__ = ["ALPN", "K_MAX_ACK_DELAY", "K_MIN_ACK_DELAY", "SessionConfig", "quic_configuration"]
 
 #: ALPN token of edgewire sessions.
 ALPN = "edgewire/1"
 #: Largest DATAGRAM frame edgewire accepts (transport parameter max_datagram_frame_size).
 MAX_DATAGRAM_FRAME = 65536
+#: The max_ack_delay aioquic advertises to its peer (RFC 9000's default); an ACK held
+#: longer would be outside what the peer's loss timers allow for.
+K_MAX_ACK_DELAY = 0.025  # seconds
+#: aioquic's own ACK delay (its timer granularity).
+K_MIN_ACK_DELAY = 0.001  # seconds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +56,14 @@ class SessionConfig:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     """Loss recovery of real-time channels: FEC, NACK retransmission, or both, chosen by
     ``recovery.mode`` ("auto" by default; docs/RECOVERY.md)."""
+    ack_delay: float = K_MAX_ACK_DELAY
+    """Seconds an ACK may wait for a packet going the other way to ride on, after an
+    ack-eliciting packet arrives; a second packet arriving meanwhile makes it due within
+    1 ms (RFC 9000 13.2.2 asks for an ACK every second packet; the millisecond lets a
+    fast bulk flow batch its packets into one ACK, as aioquic does). aioquic on its own acknowledges after 1 ms, which in a two-way
+    call doubles the packets sent: every media packet is answered by an ACK-only one.
+    At most the 25 ms aioquic advertises as max_ack_delay; 0.001 gives aioquic's own
+    behaviour."""
     skip_idle_sends: bool = False
     """Answer ``datagrams_to_send`` with nothing, without asking aioquic, when aioquic's
     state shows it has nothing to send (see ``quicstats.nothing_to_send``). netsim sets it:
@@ -62,6 +75,10 @@ class SessionConfig:
             raise LocalProtocolError("max_channels must be in 1..32768")
         if self.hello_timeout <= 0:
             raise LocalProtocolError("hello_timeout must be positive")
+        if not K_MIN_ACK_DELAY <= self.ack_delay <= K_MAX_ACK_DELAY:
+            raise LocalProtocolError(
+                f"ack_delay must be in {K_MIN_ACK_DELAY}..{K_MAX_ACK_DELAY} s (the max_ack_delay "
+                f"advertised to the peer), got {self.ack_delay!r}")
 
 
 def quic_configuration(

@@ -21,12 +21,15 @@ from aioquic.quic.connection import END_STATES, QuicConnection
 
 __all__ = [
     "QuicStats",
+    "ack_with_data",
     "congestion_control_names",
     "host_connection_ids",
     "max_datagram_payload",
     "nothing_to_send",
     "pending_datagram_bytes",
     "read_quic_stats",
+    "receive_datagram_acking_pairs",
+    "set_ack_delay",
     "smoothed_rtt",
     "stabilize_stream_order",
     "stream_send_marks",
@@ -218,3 +221,46 @@ def nothing_to_send(quic: QuicConnection, now: float) -> bool:
         if pacer.bucket_time <= 0:
             return False
     return True
+
+
+def set_ack_delay(quic: QuicConnection, seconds: float) -> None:
+    """Let ``quic`` hold an ACK up to ``seconds`` after an ack-eliciting packet (aioquic
+    otherwise sends it after 1 ms), so it can ride on the next packet going out."""
+    quic._ack_delay = seconds
+
+
+def receive_datagram_acking_pairs(quic: QuicConnection, data: bytes, addr: Any,
+                                  now: float, within: float) -> None:
+    """``quic.receive_datagram``, then, if an ACK was already owed and this datagram
+    brought another ack-eliciting packet, make the ACK due within ``within`` seconds.
+
+    RFC 9000 13.2.2 asks for an ACK after every second ack-eliciting packet; it keeps a
+    bulk sender clocked when ACKs are otherwise held for ``set_ack_delay``. aioquic only
+    notes the first ack-eliciting packet (it sets ``ack_at`` when none is set), so the
+    owed time is cleared for the call: aioquic setting it again is the sign that an
+    ack-eliciting packet arrived. ACK-only packets leave it as it was, so two peers never
+    answer each other's ACKs. ``within`` (aioquic's own 1 ms) lets a fast flow batch the
+    packets of a millisecond into one ACK, as aioquic does.
+    """
+    space = quic._spaces.get(tls.Epoch.ONE_RTT)
+    owed = space.ack_at if space is not None else None
+    if space is None or owed is None:
+        quic.receive_datagram(data, addr, now=now)
+        return
+    space.ack_at = None
+    try:
+        quic.receive_datagram(data, addr, now=now)
+    finally:
+        space.ack_at = owed if space.ack_at is None else min(owed, now + within)
+
+
+def ack_with_data(quic: QuicConnection, now: float) -> None:
+    """Make an owed 1-RTT ACK due now when DATAGRAM or stream data is queued, so it rides
+    on the packet about to be built: aioquic writes an ACK frame only once it is due, and
+    an ACK held for ``set_ack_delay`` would otherwise follow in a packet of its own."""
+    space = quic._spaces.get(tls.Epoch.ONE_RTT)
+    if space is None or space.ack_at is None or space.ack_at <= now:
+        return
+    if quic._datagrams_pending or any(
+            not stream.sender.buffer_is_empty for stream in quic._streams_queue):
+        space.ack_at = now

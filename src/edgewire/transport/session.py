@@ -25,7 +25,7 @@ from edgewire.errors import (
 from edgewire.transport import control as ctl
 from edgewire.transport import fec, quicstats
 from edgewire.transport.channel import ChannelInfo, ChannelState
-from edgewire.transport.config import ALPN, SessionConfig
+from edgewire.transport.config import ALPN, K_MIN_ACK_DELAY, SessionConfig
 from edgewire.transport.events import (
     AppMessageReceived,
     ChannelOpened,
@@ -84,6 +84,8 @@ class Session(Receiver):
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
         )
+        quicstats.set_ack_delay(self.quic, self.config.ack_delay)
+        self._ack_every_second = self.config.ack_delay > K_MIN_ACK_DELAY
         self._order = PriorityOrder()
         self._backlog: set[int] = set()  # channels with data queued in edgewire
         self._next_local_id = 0 if self.is_client else 1
@@ -115,7 +117,10 @@ class Session(Receiver):
         """Process one UDP datagram from the network."""
         if self._hello_deadline is None and not self.is_client:
             self._hello_deadline = now + self.config.hello_timeout
-        self.quic.receive_datagram(data, addr, now=now)
+        if self._ack_every_second:
+            quicstats.receive_datagram_acking_pairs(self.quic, data, addr, now, K_MIN_ACK_DELAY)
+        else:
+            self.quic.receive_datagram(data, addr, now=now)
         self._process_quic_events(now)
 
     def handle_timer(self, *, now: float) -> None:
@@ -184,6 +189,8 @@ class Session(Receiver):
         return datagrams
 
     def _quic_datagrams(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        if self._ack_every_second:
+            quicstats.ack_with_data(self.quic, now)
         if not self.config.stable_stream_order:
             return self.quic.datagrams_to_send(now=now)
         marks = quicstats.stream_send_marks(self.quic)
