@@ -57,13 +57,13 @@ class SessionConfig:
     """Loss recovery of real-time channels: FEC, NACK retransmission, or both, chosen by
     ``recovery.mode`` ("auto" by default; docs/RECOVERY.md)."""
     ack_delay: float = K_MAX_ACK_DELAY
-    """Seconds an ACK may wait for a packet going the other way to ride on, after an
-    ack-eliciting packet arrives; a second packet arriving meanwhile makes it due within
-    1 ms (RFC 9000 13.2.2 asks for an ACK every second packet; the millisecond lets a
-    fast bulk flow batch its packets into one ACK, as aioquic does). aioquic on its own acknowledges after 1 ms, which in a two-way
-    call doubles the packets sent: every media packet is answered by an ACK-only one.
-    At most the 25 ms aioquic advertises as max_ack_delay; 0.001 gives aioquic's own
-    behaviour."""
+    """Seconds an ACK may wait, after an ack-eliciting packet arrives, for a data packet
+    to ride on; a second ack-eliciting packet makes it due within 1 ms (RFC 9000 13.2.2
+    asks for an ACK every second packet; the millisecond lets a fast bulk flow batch its
+    packets into one ACK, as aioquic does). aioquic on its own acknowledges after 1 ms,
+    which in a two-way call doubles the packets: every media packet is answered by an
+    ACK-only one. At most the 25 ms aioquic advertises as max_ack_delay; 0.001 gives
+    aioquic's own behaviour."""
     skip_idle_sends: bool = False
     """Answer ``datagrams_to_send`` with nothing, without asking aioquic, when aioquic's
     state shows it has nothing to send (see ``quicstats.nothing_to_send``). netsim sets it:
