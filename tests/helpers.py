@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from aioquic.quic.packet import pull_quic_header
 
 from edgewire.certs import write_self_signed
 from edgewire.transport import Event, Session, SessionConfig, quic_configuration
+from edgewire.transport.bwe import BweConfig
 
 CLIENT_ADDR = ("10.0.0.1", 1111)
 SERVER_ADDR = ("10.0.0.2", 2222)
@@ -24,6 +26,17 @@ def certs(tmp: Path) -> tuple[str, str]:
         cert, key = write_self_signed(tmp)
         _CERTS["default"] = (str(cert), str(key))
     return _CERTS["default"]
+
+
+#: Start rate of the helper sessions' bandwidth estimate.
+FAST_START_BPS = 50_000_000.0
+
+
+def _fast_start(config: SessionConfig | None) -> SessionConfig:
+    config = config or SessionConfig()
+    if config.bwe != BweConfig():
+        return config
+    return dataclasses.replace(config, bwe=BweConfig(start_bps=FAST_START_BPS))
 
 
 @dataclass
@@ -50,6 +63,12 @@ class Pair:
     _counts: dict[str, int] = field(default_factory=lambda: {"c2s": 0, "s2c": 0})
 
     def __post_init__(self) -> None:
+        # these sessions use edgewire's congestion control, as every session does, but
+        # start it high: the tests check session behaviour in a fraction of a second,
+        # which the default 300 kbit/s start would stretch (tests/test_bwe.py and the
+        # netsim runs check how the estimate gets there)
+        self.client_config = _fast_start(self.client_config)
+        self.server_config = _fast_start(self.server_config)
         qc = quic_configuration(is_client=True, server_name="localhost", cafile=self.cert)
         self.client = Session(qc, config=self.client_config)
         self.client.connect(SERVER_ADDR, now=self.now)

@@ -80,11 +80,11 @@ def test_aioquic_behaviour_at_one_millisecond() -> None:
     assert _ack_at(srv) == pytest.approx(now + 0.011)
 
 
-def _call(ack_delay_ms: float, traffic: dict[str, Any]) -> dict[str, Any]:
+def _call(ack_delay_ms: float, traffic: dict[str, Any], cc: str = "edgewire") -> dict[str, Any]:
     sc = parse_scenario({
         "name": "ack", "duration_s": 10, "seed": 4,
         "link": {"delay_ms": 20, "rate_kbps": 10000, "queue_packets": 200},
-        "transport": {"ack_delay_ms": ack_delay_ms},
+        "transport": {"ack_delay_ms": ack_delay_ms, "cc": cc},
         "traffic": traffic,
     })
     return run_scenario(sc, RunOptions())
@@ -99,14 +99,17 @@ def test_two_way_call_piggybacks_acks() -> None:
             assert result["channels"][side]["audio"]["on_time_ratio"] == 1.0
     sent = sum(delayed["links"][d]["packets_offered"] for d in ("uplink", "downlink"))
     sent_prompt = sum(prompt["links"][d]["packets_offered"] for d in ("uplink", "downlink"))
-    # one packet per frame instead of a frame and an ACK-only packet
-    assert sent < 0.6 * sent_prompt
+    # one packet per frame instead of a frame and an ACK-only packet (both runs also
+    # carry the same bandwidth feedback)
+    assert sent < 0.75 * sent_prompt
 
 
 def test_bulk_flow_is_acknowledged_as_promptly() -> None:
     traffic = {"up": {"embeddings": {"rate_per_s": 200, "dim": 768, "batch": 16}}}
-    delayed = _call(25, traffic)
-    prompt = _call(1, traffic)
+    # Reno's window grows per ACKed byte: ACKs that came late or in too few batches
+    # would show as a slower transfer
+    delayed = _call(25, traffic, "reno")
+    prompt = _call(1, traffic, "reno")
     got = delayed["channels"]["up"]["embeddings"]["goodput_kbps"]
     got_prompt = prompt["channels"]["up"]["embeddings"]["goodput_kbps"]
     assert got_prompt > 5000  # the flow fills most of the 10 Mbit/s link

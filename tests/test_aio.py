@@ -17,7 +17,8 @@ from edgewire.errors import (
     LocalProtocolError,
     QueueFullError,
 )
-from edgewire.transport import QoS, TokenMessage
+from edgewire.transport import QoS, SessionConfig, TokenMessage
+from edgewire.transport.bwe import BweConfig
 
 
 async def _echo_server(cert_pair: tuple[str, str], got: dict[str, list[object]]
@@ -42,7 +43,11 @@ async def test_four_channels_over_loopback(cert_pair: tuple[str, str]) -> None:
     server = await _echo_server(cert_pair, got)
     port = server.address[1]
     array = np.random.default_rng(1).standard_normal((8, 768)).astype(np.float32)
-    async with edgewire.connect(f"edgewire://localhost:{port}", cafile=cert_pair[0]) as conn:
+    # 20 video frames of 30 kB in 0.1 s are 48 Mbit/s: a loopback link carries them, but
+    # an estimate starting at 300 kbit/s would (rightly) let most of them expire
+    fast = SessionConfig(bwe=BweConfig(start_bps=100_000_000))
+    async with edgewire.connect(f"edgewire://localhost:{port}", cafile=cert_pair[0],
+                                config=fast) as conn:
         audio = await conn.channel("audio")
         video = await conn.channel("video")
         tokens = await conn.channel("tokens")

@@ -18,6 +18,7 @@ from edgewire.netsim.nodes import ServerEndpoint, simulation_quic_configs
 from edgewire.netsim.run import CLIENT_ADDR, SERVER_ADDR, RunOptions, run_scenario
 from edgewire.netsim.scenario import load_scenario, parse_scenario
 from edgewire.transport import Session, SessionConfig, quicstats
+from edgewire.transport.bwe import BweConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((REPO / "scenarios").glob("*.toml"))
@@ -98,7 +99,9 @@ def _pair(max_data: int | None = None) -> tuple[Simulator, Session, ServerEndpoi
             qc.max_data = max_data
         return qc
 
-    cfg = SessionConfig(shared_clock=True, skip_idle_sends=True)
+    # raw QUIC streams of several MB: start the estimate high so they move in seconds
+    cfg = SessionConfig(shared_clock=True, skip_idle_sends=True,
+                        bwe=BweConfig(start_bps=50_000_000))
     client = Session(client_qc, config=cfg)
     server = ServerEndpoint(server_qc, config=cfg)
     sim = Simulator()

@@ -103,7 +103,9 @@ def test_blackout_event_mid_run() -> None:
         "link": {"delay_ms": 10},
         "events": [{"at_s": 2, "uplink": {"down": True}}, {"at_s": 3, "uplink": {"down": False}}],
         "traffic": {"up": {"audio": {"bitrate_kbps": 32, "frame_ms": 20}}},
-        "transport": {"recovery": "none"},  # the link alone: nothing is sent again
+        # the link alone: nothing is sent again, and Reno's window (far larger than the
+        # call needs) lets every frame be offered to the dead link
+        "transport": {"recovery": "none", "cc": "reno"},
     })
     r = run_scenario(sc)
     up = r["links"]["uplink"]

@@ -329,6 +329,7 @@ TRAFFIC_CASES: dict[str, dict[str, tuple[str, str, Any]]] = {
               "keyframe_interval_s": ("1.5", "keyframe_interval_s", 1.5),
               "keyframe_scale": ("3", "keyframe_scale", 3.0),
               "size_jitter": ("0.1", "size_jitter", 0.1),
+              "adapt": ("false", "adaptive", False),
               "deadline_ms": ("250", "qos.deadline_ms", 250.0),
               "priority": ("5", "qos.priority", 5)},
     "tokens": {"rate_per_s": ("50", "tokens_per_s", 50.0),

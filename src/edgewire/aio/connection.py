@@ -18,6 +18,7 @@ from aioquic.quic.connection import NetworkAddress
 from edgewire.errors import ConnectionClosedError, QueueFullError
 from edgewire.transport import (
     AppMessageReceived,
+    BitrateChanged,
     ChannelClosed,
     ChannelInfo,
     ChannelKind,
@@ -55,6 +56,11 @@ class Channel:
         self._closed_by_peer = False
         self.reader_dropped = 0
         """Real-time messages dropped because the application did not read them in time."""
+        self.bitrate_bps: float | None = None
+        """This channel's latest share of the bandwidth estimate (local channels; None
+        until the first BitrateChanged)."""
+        self.on_bitrate: Callable[[float], None] | None = None
+        """Called with each new share: an encoder sets its bitrate here."""
 
     @property
     def id(self) -> int:
@@ -220,6 +226,15 @@ class Connection:
         """Session statistics (see :meth:`Session.stats`)."""
         return self.session.stats()
 
+    @property
+    def bandwidth_estimate_bps(self) -> float:
+        """The session's bandwidth estimate, bits per second (docs/BWE.md)."""
+        return self.session.bandwidth_estimate_bps
+
+    def bwe_state(self) -> dict[str, Any]:
+        """The estimator's state and feedback counters (see :meth:`Session.bwe_state`)."""
+        return self.session.bwe_state()
+
     async def close(self, error_code: int = 0, reason: str = "") -> None:
         """Close the connection and wait until the close has been sent."""
         self._close_now(error_code, reason)
@@ -299,6 +314,11 @@ class Connection:
                 if (ch := self._channels.get(event.channel_id)) is not None:
                     ch._closed_by_peer = True
                     ch._wake()
+            elif isinstance(event, BitrateChanged):
+                if (ch := self._channels.get(event.channel_id)) is not None:
+                    ch.bitrate_bps = event.bitrate_bps
+                    if ch.on_bitrate is not None:
+                        ch.on_bitrate(event.bitrate_bps)
             elif isinstance(event, AppMessageReceived):
                 self._app.append(event.body)
                 woke = True

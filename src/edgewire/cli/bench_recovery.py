@@ -42,7 +42,8 @@ K_SRT_OVERHEAD_PER_LOSS = 1.65
 def _scenario(loss: dict[str, Any], mode: str, *, seconds: float, seed: int,
               video: bool) -> Any:
     up: dict[str, Any] = (
-        {"video": {"bitrate_kbps": 1500, "fps": 30, "deadline_ms": 300}} if video
+        {"video": {"bitrate_kbps": 1500, "fps": 30, "deadline_ms": 300, "adapt": False}}
+        if video
         else {"audio": {"bitrate_kbps": 32, "frame_ms": 20, "deadline_ms": 150}})
     return parse_scenario({
         "name": f"recovery-{mode}", "duration_s": seconds, "seed": seed,

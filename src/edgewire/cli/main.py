@@ -103,6 +103,10 @@ def _bench(args: argparse.Namespace) -> int:
         from edgewire.cli.bench_recovery import main_bench_recovery
 
         return main_bench_recovery(args, progress=_progress)
+    if args.bench == "bwe":
+        from edgewire.cli.bench_bwe import main_bench_bwe
+
+        return main_bench_bwe(args, progress=_progress)
     if args.bench == "fec":
         from edgewire.cli.bench_fec import main_bench_fec
 
@@ -197,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fec", help="Reed-Solomon encode/decode speed: edgewire vs reedsolo (and zfec)"))
     add_bench_recovery_arguments(bsub.add_parser(
         "recovery", help="loss recovery modes in netsim: on-time ratio, overhead, p99"))
+    from edgewire.cli.bench_bwe import add_bench_bwe_arguments
+
+    add_bench_bwe_arguments(bsub.add_parser(
+        "bwe", help="congestion control in netsim: edgewire vs reno and cubic "
+                    "(throughput, queueing delay, Pantheon chart)"))
     return p
 
 

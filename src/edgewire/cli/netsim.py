@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
+from edgewire.netsim.bwe_report import plot_timeline
 from edgewire.netsim.run import RunOptions, run_probe, run_scenario
 from edgewire.netsim.scenario import RECOVERY_MODES, load_scenario
 
@@ -101,7 +103,10 @@ def add_netsim_parsers(sub: Any) -> None:
     r.add_argument("--pcap", metavar="PREFIX",
                    help="write PREFIX-{uplink,downlink}-{in,out}.pcap")
     r.add_argument("--seed", type=int, help="override the scenario's seed")
-    r.add_argument("--cc", help="congestion controller (reno, cubic, ...)")
+    r.add_argument("--cc", help="congestion controller (edgewire, reno, cubic, ...)")
+    r.add_argument("--plot", metavar="DIR",
+                   help="write DIR/<scenario>-bwe.png: estimate, capacity and queueing "
+                        "delay over time (needs matplotlib)")
     r.add_argument("--recovery", choices=RECOVERY_MODES,
                    help="loss recovery mode (default: the scenario's, else auto)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
@@ -126,6 +131,12 @@ def run_netsim(args: argparse.Namespace) -> int:
         opts = RunOptions(seed=args.seed, cc=args.cc, recovery=args.recovery,
                           pcap_prefix=args.pcap)
         result = run_scenario(scenario, opts, progress=bar, wall_clock=time.perf_counter)
+        if args.plot:
+            bwe = result["bwe"]
+            png = plot_timeline(bwe, Path(args.plot) / f"{result['scenario']}-bwe.png",
+                                title=f"{result['scenario']}: {bwe['direction']}, "
+                                      f"cc {result['transport']['cc']}")
+            result["plots"] = [str(png)]
     else:
         result = run_probe(scenario, packets=args.packets, rate_pps=args.rate,
                            size_bytes=args.size, seed=args.seed, pcap_prefix=args.pcap,
@@ -145,6 +156,15 @@ def run_netsim(args: argparse.Namespace) -> int:
         session = result["session"]
         print(f"session ready after {session['ready_ms']} ms; "
               f"closed: {session['closed'] or 'no'}")
+    bwe = result.get("bwe")
+    if bwe and bwe.get("estimate_kbps"):
+        est = bwe["estimate_kbps"]
+        qd = bwe["queue_delay_ms"]
+        print(f"bandwidth estimate ({bwe['direction']}): mean {est['mean']} kbit/s "
+              f"(p5 {est['p5']}, p95 {est['p95']}); utilization {bwe['utilization']}; "
+              f"queueing delay p50 {qd['p50']} ms, p95 {qd['p95']} ms")
     if result.get("pcap"):
         print("pcap: " + ", ".join(result["pcap"]))
+    if result.get("plots"):
+        print("plots: " + ", ".join(result["plots"]))
     return 0

@@ -35,7 +35,7 @@ def simulation_certificate() -> tuple[bytes, bytes]:
                                 now=start, days=36_500)
 
 
-def simulation_quic_configs(*, congestion_control: str = "reno",
+def simulation_quic_configs(*, congestion_control: str = "edgewire",
                             max_datagram_size: int = 1200
                             ) -> tuple[QuicConfiguration, Callable[[], QuicConfiguration]]:
     """The client configuration (verifying the simulation certificate) and a factory of

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewire.errors import LocalProtocolError
+from edgewire.netsim.bwe_report import BweSampler
 from edgewire.netsim.config import LinkConfig
 from edgewire.netsim.engine import Address, Simulator
 from edgewire.netsim.link import Link
@@ -137,6 +138,10 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
                             address=SERVER_ADDR, seed=seed + 1, stop_at=stop)
     sim.add_application(client_app)
     sim.add_application(server_app)
+    samplers = {"uplink": BweSampler(up, lambda: client, duration_s=stop),
+                "downlink": BweSampler(down, lambda: server.sessions.get(CLIENT_ADDR),
+                                       duration_s=stop)}
+    _schedule_sampling(sim, list(samplers.values()), stop)
 
     total = stop + opts.drain_s
     client.connect(SERVER_ADDR, now=0.0)
@@ -177,9 +182,47 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
                    "unroutable": sim.unroutable,
                    "idle_sends_skipped": sum(s.idle_sends_skipped for s in sessions)},
     }
+    result["bwe"] = _bwe(result, samplers, client, server.sessions.get(CLIENT_ADDR),
+                         ready=client_app.ready_at or 0.0, stop=stop)
     if taps:
         result["pcap"] = [str(t.path) for t in taps]
     return result
+
+
+def _schedule_sampling(sim: Simulator, samplers: list[BweSampler], stop: float) -> None:
+    interval = samplers[0].interval
+
+    def tick(now: float) -> None:
+        for s in samplers:
+            s.sample(now)
+        if now + interval <= stop + 1e-9:
+            sim.call_at(now + interval, tick)
+
+    def at_stop(now: float) -> None:
+        for s in samplers:
+            s.mark_stop(now)
+
+    sim.call_at(interval, tick)
+    sim.call_at(stop, at_stop)
+
+
+def _bwe(result: dict[str, Any], samplers: dict[str, BweSampler], client: Session,
+         server: Session | None, *, ready: float, stop: float) -> dict[str, Any]:
+    """The run's ``bwe`` table: the direction carrying the most media at the top level,
+    both directions under ``directions``."""
+    directions: dict[str, Any] = {}
+    for name, side, sender in (("uplink", "up", client), ("downlink", "down", server)):
+        rows = result["channels"][side]
+        media = sum(r.get("goodput_kbps") or 0.0 for r in rows.values()) * 1000 / 8 * stop
+        directions[name] = samplers[name].summary(
+            media_bytes=round(media), start_s=ready, stop_s=stop,
+            state=sender.bwe_state() if sender is not None and sender.ready else None)
+        directions[name]["media_kbps"] = round(media * 8 / stop / 1000, 1) if stop else 0.0
+    main = max(directions, key=lambda d: directions[d]["media_kbps"])
+    top = {k: v for k, v in directions[main].items() if k != "timeline"}
+    return {"direction": main, **top, "timeline": directions[main]["timeline"],
+            "directions": {d: {k: v for k, v in row.items() if k != "timeline"}
+                           for d, row in directions.items()}}
 
 
 def _with_recovery(rows: dict[str, dict[str, Any]], app: TrafficApp,

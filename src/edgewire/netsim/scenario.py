@@ -88,7 +88,8 @@ _TRAFFIC_KEYS: dict[str, dict[str, tuple[str, float, type | tuple[type, ...]]]] 
               "fps": ("fps", 1.0, (int, float)),
               "keyframe_interval_s": ("keyframe_interval_s", 1.0, (int, float)),
               "keyframe_scale": ("keyframe_scale", 1.0, (int, float)),
-              "size_jitter": ("size_jitter", 1.0, (int, float))},
+              "size_jitter": ("size_jitter", 1.0, (int, float)),
+              "adapt": ("adaptive", 0.0, bool)},
     "tokens": {"rate_per_s": ("tokens_per_s", 1.0, (int, float)),
                "batch": ("batch", 1.0, int)},
     "embeddings": {"rate_per_s": ("interval_s", -1.0, (int, float)),
@@ -144,7 +145,7 @@ class TrafficFlow:
 class TransportSettings:
     """The ``[transport]`` table."""
 
-    cc: str = "reno"
+    cc: str = "edgewire"
     """Congestion controller registered with aioquic."""
     recovery: str = "auto"
     """Loss recovery mode (see RECOVERY_MODES)."""
@@ -443,7 +444,7 @@ class _Parser:
     def transport(self, table: dict[str, Any]) -> TransportSettings:
         allowed = {f.name for f in fields(TransportSettings)}
         self.check_keys(table, allowed, "transport")
-        cc = self.typed(table.get("cc", "reno"), str, "transport.cc")
+        cc = self.typed(table.get("cc", "edgewire"), str, "transport.cc")
         names = congestion_control_names()
         if cc not in names:
             raise self.error("transport.cc", f"unknown congestion controller {cc!r} "

@@ -102,12 +102,35 @@ class LinkStats:
     _cap_config: LinkConfig | None = None
     _cap_origin: float = 0.0
     _unlimited: bool = False
+    _recent_qd_sum: float = 0.0
+    _recent_qd_n: int = 0
+    _recent_qd_max: float = 0.0
 
     # ------------------------------------------------------------------ recording
 
     def on_departed(self, queue_delay: float) -> None:
         """A packet left the bottleneck ``queue_delay`` seconds after it was offered."""
         self.queue_delay.add(queue_delay)
+        self._recent_qd_sum += queue_delay
+        self._recent_qd_n += 1
+        if queue_delay > self._recent_qd_max:
+            self._recent_qd_max = queue_delay
+
+    def take_recent_queue_delay(self) -> tuple[float | None, float | None]:
+        """(mean, max) queueing delay of the packets that left the bottleneck since the
+        last call, seconds (None when none did); for timelines."""
+        n = self._recent_qd_n
+        out = (self._recent_qd_sum / n, self._recent_qd_max) if n else (None, None)
+        self._recent_qd_sum = 0.0
+        self._recent_qd_n = 0
+        self._recent_qd_max = 0.0
+        return out
+
+    def capacity_bits_until(self, now: float) -> float | None:
+        """Bits the link could have carried from ``start`` to ``now`` (None when the rate
+        is unlimited)."""
+        bits = self._capacity_bits + self._segment_bits(now, inclusive=False)
+        return None if self._unlimited and bits == 0 else bits
 
     def on_delivered(self, size: int, delay: float) -> None:
         """A packet of ``size`` bytes reached the far end ``delay`` seconds after offer."""

@@ -13,6 +13,7 @@ from edgewire.errors import EdgewireError, QueueFullError
 from edgewire.netsim.engine import Address
 from edgewire.netsim.scenario import TrafficFlow
 from edgewire.transport import (
+    BitrateChanged,
     ChannelOpened,
     FrameLost,
     MessageReceived,
@@ -22,6 +23,7 @@ from edgewire.transport import (
 )
 from edgewire.transport.jitter import JitterBuffer, JitterBufferConfig
 from edgewire.transport.qos import ChannelKind
+from edgewire.workload.ladder import VideoLadder
 from edgewire.workload.sinks import ChannelRecorder
 from edgewire.workload.sources import (
     AudioSource,
@@ -88,6 +90,8 @@ class TrafficApp:
         self.jitter: dict[str, JitterBuffer] = {}
         """Playout buffers of the peer's audio and video channels, by channel name."""
         self._jitter_by_id: dict[int, JitterBuffer] = {}
+        self.ladders: dict[str, VideoLadder] = {}
+        """Adaptive video senders' ladders, by channel name."""
         self._rngs = np.random.default_rng(seed).spawn(len(flows)) if flows else []
         self._started = False
         self._stopped = False
@@ -157,10 +161,20 @@ class TrafficApp:
                                                      frame_ms=frame_ms))
                 self._jitter_by_id[ev.channel_id] = jb
                 self.jitter[ev.name] = jb
+        elif isinstance(ev, BitrateChanged):
+            self._follow(ev)
         elif isinstance(ev, SessionReady):
             self.ready_at = now
         elif isinstance(ev, SessionClosed):
             self.closed = ev
+
+    def _follow(self, ev: BitrateChanged) -> None:
+        """A video source with ``adaptive`` on follows its channel's share."""
+        for s in self.senders.values():
+            if s.channel_id == ev.channel_id and isinstance(s.source, VideoSource):
+                ladder = self.ladders.get(s.flow.kind.value)
+                if ladder is not None:
+                    ladder.apply(s.source, ev.bitrate_bps)
 
     def _start(self, session: Session, now: float) -> None:
         self._started = True
@@ -170,6 +184,8 @@ class TrafficApp:
             cid = session.open_channel(kind, name=kind, qos=flow.qos, now=now)
             source.start(now=now)
             self.senders[kind] = _Sender(flow, source, cid)
+            if isinstance(source, VideoSource) and source.config.adaptive:
+                self.ladders[kind] = VideoLadder(source.config.bitrate_bps)
         self._timer = self._compute_timer()
 
     def _send(self, session: Session, now: float) -> bool:
@@ -227,5 +243,9 @@ class TrafficApp:
             jb = peer.jitter.get(name)
             if jb is not None:
                 row["jitter_buffer"] = jb.stats().as_dict()
+            ladder = self.ladders.get(name)
+            if ladder is not None and isinstance(s.source, VideoSource):
+                row["ladder"] = {"changes": ladder.changes, "rung": ladder.rung.label,
+                                 "bitrate_kbps": round(s.source.bitrate_bps / 1000, 1)}
             out[name] = row
         return out

@@ -4,6 +4,7 @@ from edgewire.transport.channel import ChannelInfo
 from edgewire.transport.config import ALPN, SessionConfig, quic_configuration
 from edgewire.transport.events import (
     AppMessageReceived,
+    BitrateChanged,
     ChannelClosed,
     ChannelOpened,
     Event,
@@ -21,6 +22,7 @@ from edgewire.transport.wire import ErrorCode
 __all__ = [
     "ALPN",
     "AppMessageReceived",
+    "BitrateChanged",
     "ChannelClosed",
     "ChannelInfo",
     "ChannelKind",

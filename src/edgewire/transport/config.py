@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from edgewire.errors import LocalProtocolError
+from edgewire.transport.bwe import BweConfig
 from edgewire.transport.recovery import RecoveryConfig
 
 __all__ = ["ALPN", "K_MAX_ACK_DELAY", "K_MIN_ACK_DELAY", "SessionConfig", "quic_configuration"]
@@ -56,6 +57,11 @@ class SessionConfig:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     """Loss recovery of real-time channels: FEC, NACK retransmission, or both, chosen by
     ``recovery.mode`` ("auto" by default; docs/RECOVERY.md)."""
+    estimator: str = "gcc"
+    """Bandwidth estimator (``edgewire.transport.bwe`` registry): "gcc" (delay- and
+    loss-based, with probing) or "loss" (loss-based only)."""
+    bwe: BweConfig = field(default_factory=BweConfig)
+    """The estimator's parameters (start, minimum and maximum rate among them)."""
     ack_delay: float = K_MAX_ACK_DELAY
     """Seconds an ACK may wait, after an ack-eliciting packet arrives, for a data packet
     to ride on; a second ack-eliciting packet makes it due within 1 ms (RFC 9000 13.2.2

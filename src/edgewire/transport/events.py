@@ -9,6 +9,7 @@ from edgewire.transport.qos import ChannelKind, QoS
 
 __all__ = [
     "AppMessageReceived",
+    "BitrateChanged",
     "ChannelClosed",
     "ChannelOpened",
     "Event",
@@ -102,6 +103,22 @@ class SessionClosed:
     """True if the peer closed it."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BitrateChanged:
+    """The share of the bandwidth estimate given to one of this side's channels changed.
+
+    Encoders follow ``bitrate_bps`` (audio and video bitrate, the video ladder); reliable
+    channels may use it to choose a precision or batch size. Shares follow priority:
+    audio first, then tokens, video, embeddings (docs/BWE.md)."""
+
+    channel_id: int
+    """The local channel whose share changed."""
+    bitrate_bps: float
+    """Its share of the estimate, bits per second."""
+    target_bps: float
+    """The whole estimate the shares were cut from, bits per second."""
+
+
 Event = (
     SessionReady
     | ChannelOpened
@@ -109,5 +126,6 @@ Event = (
     | MessageReceived
     | FrameLost
     | AppMessageReceived
+    | BitrateChanged
     | SessionClosed
 )

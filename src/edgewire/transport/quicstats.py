@@ -17,20 +17,33 @@ from aioquic import tls
 from aioquic.quic.congestion import base as _congestion_base
 from aioquic.quic.congestion import cubic as _cubic  # noqa: F401
 from aioquic.quic.congestion import reno as _reno  # noqa: F401
+from aioquic.quic.congestion.base import QuicCongestionControl
 from aioquic.quic.connection import END_STATES, QuicConnection
+
+# importing it registers edgewire's own controller as "edgewire"
+from edgewire.transport import cc as _edgewire_cc  # noqa: F401
 
 __all__ = [
     "QuicStats",
     "ack_with_data",
     "congestion_control_names",
+    "congestion_controller",
     "host_connection_ids",
+    "is_one_rtt",
     "max_datagram_payload",
     "nothing_to_send",
+    "observe_sent_packets",
+    "pace_at",
+    "pacing_refund",
     "pending_datagram_bytes",
     "read_quic_stats",
     "receive_datagram_acking_pairs",
+    "received_window",
+    "refresh_pacing",
+    "send_datagram_first",
     "set_ack_delay",
     "smoothed_rtt",
+    "smoothed_rtt_or_none",
     "stabilize_stream_order",
     "stream_send_marks",
     "unsent_stream_bytes",
@@ -39,6 +52,8 @@ __all__ = [
 #: Bytes of a 1-RTT packet around one DATAGRAM frame, beyond the connection id: first byte,
 #: packet number (at most 4), AEAD tag (16), frame type (1) and length varint (at most 4).
 _PACKET_OVERHEAD = 1 + 4 + 16 + 1 + 4
+#: How far before ``now`` a due ACK is moved so aioquic treats it as overdue.
+K_OVERDUE = 1e-9  # seconds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +86,87 @@ def read_quic_stats(quic: QuicConnection) -> QuicStats:
         cwnd_bytes=int(loss.congestion_window),
         bytes_in_flight=int(loss.bytes_in_flight),
     )
+
+
+def smoothed_rtt_or_none(quic: QuicConnection) -> float | None:
+    """Smoothed RTT in seconds, or None before the first sample."""
+    loss = quic._loss
+    return float(loss._rtt_smoothed) if loss._rtt_initialized else None
+
+
+def observe_sent_packets(quic: QuicConnection, callback: Any) -> None:
+    """Call ``callback(packet)`` for every packet aioquic sends (``packet.in_flight`` says
+    whether it counts in flight), whatever the congestion controller: the loss-recovery
+    object's ``on_packet_sent`` is wrapped on this instance only."""
+    loss = quic._loss
+    inner = loss.on_packet_sent
+
+    def on_packet_sent(*, packet: Any, space: Any) -> None:
+        inner(packet=packet, space=space)
+        callback(packet)
+
+    loss.on_packet_sent = on_packet_sent  # type: ignore[method-assign]
+
+
+def pace_at(quic: QuicConnection, rate_bps: Any) -> None:
+    """Make aioquic's pacer send at ``rate_bps()`` bits per second (when it returns a
+    number) instead of at window ÷ smoothed RTT; the window still caps what is in flight.
+
+    aioquic recomputes the pacing rate from the window after every RTT sample and loss;
+    this wraps that computation on this connection's pacer, and applies it at once."""
+    pacer = quic._loss._pacer
+    inner = pacer.update_rate
+
+    def update_rate(congestion_window: int, smoothed_rtt: float) -> None:
+        rate = rate_bps()
+        if rate is not None and rate > 0:
+            # the pacer's rate is window / RTT: hand it the window that gives ``rate``
+            congestion_window = max(int(rate / 8.0 * smoothed_rtt), 1)
+        inner(congestion_window=congestion_window, smoothed_rtt=smoothed_rtt)
+
+    def update_after_send(now: float) -> None:
+        # aioquic sends a packet without asking the pacer whenever an ACK is due, and
+        # forgives what that packet cost when the bucket was empty: with feedback and
+        # ACKs coming in all the time those free packets add up to a sizeable share of
+        # the rate. Here they are owed, up to one burst's worth.
+        if pacer.packet_time is not None:
+            pacer.update_bucket(now=now)
+            pacer.bucket_time = max(pacer.bucket_time - pacer.packet_time, -pacer.bucket_max)
+
+    pacer.update_rate = update_rate  # type: ignore[method-assign]
+    pacer.update_after_send = update_after_send  # type: ignore[method-assign]
+    refresh_pacing(quic)
+
+
+def pacing_refund(quic: QuicConnection, sent_bytes: int) -> None:
+    """Give back the part of a packet's pacing cost its size did not use.
+
+    aioquic's pacer charges every packet a full-size packet's time, so a stream of small
+    packets (audio, feedback, ACKs) is held to the packet rate of full-size ones: at
+    300 kbit/s about 31 packets a second, fewer than one 20 ms audio channel needs. With
+    ``pace_at`` the rate is in bits, so each packet is charged for its bytes."""
+    pacer = quic._loss._pacer
+    if pacer.packet_time is not None:
+        size = quic._configuration.max_datagram_size
+        unused = max(0.0, 1.0 - sent_bytes / size)
+        pacer.bucket_time = min(pacer.bucket_time + pacer.packet_time * unused,
+                                pacer.bucket_max)
+
+
+def refresh_pacing(quic: QuicConnection) -> None:
+    """Recompute the pacing rate now (after the target rate changed)."""
+    loss = quic._loss
+    if loss._rtt_initialized:
+        loss._pacer.update_rate(congestion_window=loss.congestion_window,
+                                smoothed_rtt=loss._rtt_smoothed)
+
+
+def send_datagram_first(quic: QuicConnection, data: bytes) -> None:
+    """Queue a DATAGRAM frame ahead of those already waiting (feedback must not wait
+    behind a paced backlog of media or probe padding)."""
+    quic.send_datagram_frame(data)
+    pending = quic._datagrams_pending
+    pending.rotate(1)
 
 
 def smoothed_rtt(quic: QuicConnection) -> float:
@@ -255,12 +351,39 @@ def receive_datagram_acking_pairs(quic: QuicConnection, data: bytes, addr: Any,
 
 
 def ack_with_data(quic: QuicConnection, now: float) -> None:
-    """Make an owed 1-RTT ACK due now when DATAGRAM or stream data is queued, so it rides
-    on the packet about to be built: aioquic writes an ACK frame only once it is due, and
-    an ACK held for ``set_ack_delay`` would otherwise follow in a packet of its own."""
+    """Make an owed 1-RTT ACK go out now when DATAGRAM or stream data is queued and the
+    pacer lets a packet go, so the ACK rides on it: aioquic writes an ACK frame only once
+    it is due, and an ACK held for ``set_ack_delay`` would otherwise follow in a packet of
+    its own. An ACK already due is released from pacing: aioquic exempts a due ACK from
+    pacing only when it is strictly overdue, and one due exactly now behind a paced
+    backlog would hold its timer at ``now`` without being sent."""
     space = quic._spaces.get(tls.Epoch.ONE_RTT)
-    if space is None or space.ack_at is None or space.ack_at <= now:
+    if space is None or space.ack_at is None:
         return
-    if quic._datagrams_pending or any(
-            not stream.sender.buffer_is_empty for stream in quic._streams_queue):
+    if space.ack_at <= now:
+        space.ack_at = min(space.ack_at, now - K_OVERDUE)
+        return
+    if (quic._datagrams_pending or any(
+            not stream.sender.buffer_is_empty for stream in quic._streams_queue)) and (
+            quic._loss._pacer.next_send_time(now=now) is None):
         space.ack_at = now
+
+
+def congestion_controller(quic: QuicConnection) -> QuicCongestionControl:
+    """The congestion controller instance aioquic created for ``quic``."""
+    cc: QuicCongestionControl = quic._loss._cc
+    return cc
+
+
+def received_window(quic: QuicConnection) -> tuple[int, Any]:
+    """(largest 1-RTT packet number received, a container answering ``pn in it`` for
+    recently received 1-RTT packet numbers); (-1, ()) before 1-RTT keys exist."""
+    space = quic._spaces.get(tls.Epoch.ONE_RTT)
+    if space is None:
+        return -1, ()
+    return space.largest_received_packet, space.received_packets
+
+
+def is_one_rtt(packet: Any) -> bool:
+    """True for a sent packet of the 1-RTT (application data) space."""
+    return bool(packet.epoch == tls.Epoch.ONE_RTT)

@@ -29,8 +29,10 @@ from edgewire.transport.wire import (
     MAX_U32,
     STREAM_PREFIX_SIZE,
     TYPE_FEC,
+    TYPE_FEEDBACK,
     TYPE_MEDIA,
     TYPE_NACK,
+    TYPE_PADDING,
     DatagramHeader,
     ErrorCode,
     RecordReader,
@@ -115,6 +117,12 @@ class Receiver:
             elif kind == TYPE_NACK:
                 self._on_nack(data, now)
                 return
+            elif kind == TYPE_FEEDBACK:
+                self._on_feedback(data, now)  # malformed ones are counted by the estimator
+                return
+            elif kind == TYPE_PADDING:
+                self._counters.padding_received += 1
+                return
             else:
                 self._counters.unknown_type_datagrams += 1
                 return
@@ -160,6 +168,10 @@ class Receiver:
                 continue
             state.stats.recovered += 1
             self._on_media(state, hdr, data, now)
+
+    def _on_feedback(self, data: bytes, now: float) -> None:
+        """A FEEDBACK datagram (hook: the session hands it to its rate controller)."""
+        raise NotImplementedError
 
     def _on_nack(self, data: bytes, now: float) -> None:
         channel_id, ranges = decode_nack(data)  # RemoteProtocolError: counted by the caller

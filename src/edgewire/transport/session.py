@@ -28,6 +28,7 @@ from edgewire.transport.channel import ChannelInfo, ChannelState
 from edgewire.transport.config import ALPN, K_MIN_ACK_DELAY, SessionConfig
 from edgewire.transport.events import (
     AppMessageReceived,
+    BitrateChanged,
     ChannelOpened,
     Event,
     SessionClosed,
@@ -35,6 +36,7 @@ from edgewire.transport.events import (
 )
 from edgewire.transport.messages import TokenMessage, encode_array, encode_tokens
 from edgewire.transport.qos import ChannelKind, QoS, default_qos
+from edgewire.transport.ratecontrol import RateController
 from edgewire.transport.receive import Receiver
 from edgewire.transport.recovery import ReceiveRecovery, SendRecovery
 from edgewire.transport.scheduler import PriorityOrder, earliest
@@ -85,6 +87,8 @@ class Session(Receiver):
             original_destination_connection_id=original_destination_connection_id,
         )
         quicstats.set_ack_delay(self.quic, self.config.ack_delay)
+        self._rate = RateController(self.quic, estimator=self.config.estimator,
+                                    config=self.config.bwe)
         self._ack_every_second = self.config.ack_delay > K_MIN_ACK_DELAY
         self._order = PriorityOrder()
         self._backlog: set[int] = set()  # channels with data queued in edgewire
@@ -101,6 +105,7 @@ class Session(Receiver):
         """Set when QUIC issues or retires connection ids (a server re-reads its routes)."""
         self.idle_sends_skipped = 0
         self._recovering: list[ChannelState] = []  # real-time channels with recovery state
+        self._elastic = False  # a local video or embeddings channel exists
         self._solo: deque[bytes] = deque()  # parity datagrams, each to go in its own packet
         """``datagrams_to_send`` calls answered without asking aioquic (skip_idle_sends)."""
 
@@ -121,6 +126,7 @@ class Session(Receiver):
             quicstats.receive_datagram_acking_pairs(self.quic, data, addr, now, K_MIN_ACK_DELAY)
         else:
             self.quic.receive_datagram(data, addr, now=now)
+        self._rate.on_received(now)
         self._process_quic_events(now)
 
     def handle_timer(self, *, now: float) -> None:
@@ -136,8 +142,10 @@ class Session(Receiver):
             self._probes_sent += 1
             self._schedule_probe()
         self._expire_receive(now)
-        if self._recovering and self.ready and not self.closed:
-            self._recovery_timers(now)
+        if self.ready and not self.closed:
+            if self._recovering:
+                self._recovery_timers(now)
+            self._rate_timers(now)
         for cid in list(self._backlog):
             dq = self._channels[cid].dgram_queue
             if dq is not None:
@@ -156,6 +164,10 @@ class Session(Receiver):
                 timer = earliest(timer, dq.next_deadline())
         if not self.ready:
             timer = earliest(timer, self._hello_deadline)
+        if self.ready:
+            timer = earliest(timer, self._rate.get_timer())
+            if self._local_sending:
+                timer = earliest(timer, self._rate.next_allocation)
         for state in self._recovering:
             # a channel has one half or the other
             rec = state.send_recovery or state.receive_recovery
@@ -166,6 +178,15 @@ class Session(Receiver):
 
     def datagrams_to_send(self, *, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """UDP datagrams to send now, with their destinations."""
+        if self.ready and not self.closed:
+            rate = self._rate
+            room = quicstats.max_datagram_payload(self.quic)
+            for datagram in reversed(rate.feedback(now, with_data=bool(self._backlog),
+                                                   room=room)):
+                quicstats.send_datagram_first(self.quic, datagram)
+            if self._elastic:  # probes find capacity for what can use more of it
+                for datagram in rate.probe_padding(now, room):
+                    self.quic.send_datagram_frame(datagram)
         if self._backlog and self.ready and not self.closed:
             self._fill(now)
         elif (self.config.skip_idle_sends and not self._solo
@@ -189,8 +210,7 @@ class Session(Receiver):
         return datagrams
 
     def _quic_datagrams(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
-        if self._ack_every_second:
-            quicstats.ack_with_data(self.quic, now)
+        quicstats.ack_with_data(self.quic, now)
         if not self.config.stable_stream_order:
             return self.quic.datagrams_to_send(now=now)
         marks = quicstats.stream_send_marks(self.quic)
@@ -358,6 +378,7 @@ class Session(Receiver):
                 ("latest", q.rtt_latest), ("smoothed", q.rtt_smoothed), ("min", q.rtt_min))},
             "cwnd_bytes": q.cwnd_bytes,
             "bytes_in_flight": q.bytes_in_flight,
+            "bandwidth_estimate_kbps": round(self._rate.target_bps / 1000, 1),
             "clock_offset_ms": round(self.clock_offset * 1000, 3),
             "counters": {k: getattr(self._counters, k) for k in self._counters.__slots__},
             "channels": {
@@ -438,10 +459,14 @@ class Session(Receiver):
         the window first, so a lower-priority channel never crowds out a higher one.
         """
         quic = self.quic
-        budget = quicstats.send_budget(quic) - (
-            quicstats.pending_datagram_bytes(quic)
-            + K_DATAGRAM_OVERHEAD * quicstats.pending_datagram_count(quic)
-        )
+        pending = (quicstats.pending_datagram_bytes(quic)
+                   + K_DATAGRAM_OVERHEAD * quicstats.pending_datagram_count(quic))
+        budget = quicstats.send_budget(quic) - pending
+        handoff = self._rate.handoff_bytes()
+        if handoff is not None:
+            # aioquic sends its queue in order: hand it only what the pacer sends soon,
+            # so a frame of higher priority never waits behind a long paced backlog
+            budget = min(budget, handoff - pending)
         backlog = self._backlog
         for cid in self._order.order():
             state = self._channels[cid]
@@ -502,6 +527,10 @@ class Session(Receiver):
 
     def _add_channel(self, info: ChannelInfo) -> ChannelState:
         state = ChannelState.create(info)
+        if info.local and info.kind in (ChannelKind.VIDEO, ChannelKind.EMBEDDINGS):
+            # only video and bulk data can use more than they get; a call of audio and
+            # tokens has no use for probing the link (padding would only delay it)
+            self._elastic = True
         self._channels[info.channel_id] = state
         self._order.add(info.channel_id, info.qos.priority)
         rcfg = self.config.recovery
@@ -551,7 +580,42 @@ class Session(Receiver):
             return {"recovery": state.receive_recovery.summary()}
         return {}
 
+    # ------------------------------------------------------------------ rate control
+
+    def _rate_timers(self, now: float) -> None:
+        """Estimator timers; every K_ALLOCATION_INTERVAL the channels' shares."""
+        rate = self._rate
+        rate.on_timer(now)
+        if self._local_sending and rate.allocation_due(now):
+            local = [(cid, s.info.qos.priority, s.info.kind, s.stats.sent_bytes)
+                     for cid, s in self._channels.items()
+                     if s.info.local and not s.closed_local]
+            target = rate.target_bps
+            for cid, share in rate.reallocate(now, local):
+                self._push(BitrateChanged(channel_id=cid, bitrate_bps=share, target_bps=target))
+
+    @property
+    def _local_sending(self) -> bool:
+        return self._next_local_id != (0 if self.is_client else 1)
+
+    @property
+    def bandwidth_estimate_bps(self) -> float:
+        """The bandwidth estimate: the rate this side may send at, bits per second."""
+        return self._rate.target_bps
+
+    def bwe_state(self) -> dict[str, Any]:
+        """The estimator's state (delay- and loss-based rates, detector, probes) and the
+        feedback counters, JSON-ready (docs/BWE.md)."""
+        return self._rate.state()
+
+    def channel_share_bps(self, channel_id: int) -> float | None:
+        """A local channel's current share of the estimate (None before the first split)."""
+        return self._rate.share(channel_id)
+
     # hooks of the receiving half
+    def _on_feedback(self, data: bytes, now: float) -> None:
+        self._rate.on_feedback(data, now)
+
     def _rtt(self) -> float:
         return quicstats.smoothed_rtt(self.quic)
 

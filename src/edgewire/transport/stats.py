@@ -104,6 +104,8 @@ class SessionCounters:
     """Datagrams dropped because the early buffer (data before its channel's open) was full."""
     stray_reports: int = 0
     """Loss reports or NACKs for channels this side does not send on (dropped)."""
+    padding_received: int = 0
+    """PADDING datagrams of the peer's bandwidth probes (dropped, as they should be)."""
     parity_too_large: int = 0
     """Parity datagrams not sent because they did not fit a QUIC packet."""
     events_dropped: int = 0

@@ -38,8 +38,10 @@ __all__ = [
     "RECORD_HEADER_SIZE",
     "STREAM_PREFIX_SIZE",
     "TYPE_FEC",
+    "TYPE_FEEDBACK",
     "TYPE_MEDIA",
     "TYPE_NACK",
+    "TYPE_PADDING",
     "WIRE_VERSION",
     "DatagramHeader",
     "ErrorCode",
@@ -71,6 +73,10 @@ TYPE_MEDIA = 0
 TYPE_FEC = 1
 #: Sequence numbers of one channel the receiver is missing.
 TYPE_NACK = 2
+#: Arrival times of QUIC packets, for the sender's bandwidth estimator (transport.feedback).
+TYPE_FEEDBACK = 3
+#: Filler of a bandwidth probe; the receiver drops it.
+TYPE_PADDING = 4
 
 #: Flag bits. Unknown bits are sent as zero and ignored on receipt.
 FLAG_KEYFRAME = 0x01

@@ -217,6 +217,13 @@ class Source(ABC):
     def _due(self, index: int) -> float:
         return self._origin + (index - self._origin_index) * self._period_s
 
+    def _set_period(self, period_s: float) -> None:
+        """Change the period from the next item on (it stays due when it was)."""
+        _check_positive("period", period_s)
+        self._origin = self._due(self._next)
+        self._origin_index = self._next
+        self._period_s = period_s
+
     def _on_skip(self, first: int, end: int) -> None:
         """Items ``first`` to ``end - 1`` were skipped (hook for stateful sources)."""
         return None
@@ -294,6 +301,10 @@ class VideoSourceConfig:
     +-3 sigma and to at most 100 %."""
     max_backlog_s: float = 0.3
     """Items later than this are skipped; past the video deadline they would be lost anyway."""
+    adaptive: bool = True
+    """Follow the session's share for the channel (BitrateChanged) down a bitrate,
+    resolution and frame-rate ladder (``workload.ladder``), up to ``bitrate_bps``; off,
+    the bitrate stays fixed."""
 
     def __post_init__(self) -> None:
         _check_positive("bitrate_bps", self.bitrate_bps)
@@ -354,17 +365,32 @@ class VideoSource(Source):
         the next frame."""
         _check_positive("bitrate_bps", bitrate_bps)
         cfg = self.config
-        n = cfg.gop_frames
+        fps = 1.0 / self.period_s
+        n = max(1, round(cfg.keyframe_interval_s * fps))
         # one GOP = 1 keyframe + (n - 1) deltas must carry n average frames
-        self._delta_bytes = bitrate_bps / 8.0 / cfg.fps * n / (cfg.keyframe_scale + n - 1)
+        self._delta_bytes = bitrate_bps / 8.0 / fps * n / (cfg.keyframe_scale + n - 1)
         self._bitrate_bps = float(bitrate_bps)
+
+    @property
+    def fps(self) -> float:
+        """Current frame rate."""
+        return 1.0 / self.period_s
+
+    def set_frame_rate(self, fps: float) -> None:
+        """Change the frame rate from the next frame on; the bitrate target stays."""
+        _check_positive("fps", fps)
+        self._set_period(1.0 / fps)
+        self.set_bitrate(self._bitrate_bps)
 
     def request_keyframe(self) -> None:
         """Make the next frame a keyframe and restart the keyframe interval from it."""
         self._key_pending = True
 
+    def _gop_frames(self) -> int:
+        return max(1, round(self.config.keyframe_interval_s * self.fps))
+
     def _on_skip(self, first: int, end: int) -> None:
-        n = self.config.gop_frames
+        n = self._gop_frames()
         to_next_key = (n - (first - self._gop_start) % n) % n
         if first + to_next_key < end:
             # the skipped run held a keyframe: the encoder owes the receiver one
@@ -374,7 +400,7 @@ class VideoSource(Source):
         if self._key_pending:
             self._gop_start = index
             self._key_pending = False
-        key = (index - self._gop_start) % self.config.gop_frames == 0
+        key = (index - self._gop_start) % self._gop_frames() == 0
         target = self.keyframe_bytes if key else self._delta_bytes
         jitter = self.config.size_jitter
         if jitter > 0:

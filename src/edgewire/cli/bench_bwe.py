@@ -1,0 +1,316 @@
+"""``edgewire bench bwe``: edgewire's congestion control against reno and cubic.
+
+Every run is a full session in netsim (virtual time, seeded) with the same scenario run
+once per scheme in one invocation. The sender (the server, towards the client) carries
+32 kbit/s audio plus a bulk embeddings transfer that always has data waiting, so the
+congestion controller alone decides how fast it goes. Scenarios (RTT 50 ms, bottleneck
+queue 100 packets): a constant 2 Mbit/s link; a step 2 → 0.5 → 2 Mbit/s; three real
+cellular traces (Mahimahi format, ../shared/data/traces); and a competition on 2 Mbit/s
+where tokens and adaptive video share the link with the bulk transfer.
+
+Per run: throughput (delivered payload), utilization, p95 queueing delay, p95 one-way
+delay; for the step, how fast the estimate and the queue follow each step; for the
+competition, the token latency p95. ``--plot DIR`` draws Pantheon's chart (throughput
+against p95 one-way delay, one point per scheme and scenario) and each edgewire run's
+estimate/capacity/queue timeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgewire.netsim.bwe_report import plot_timeline
+from edgewire.netsim.run import run_scenario
+from edgewire.netsim.scenario import parse_scenario
+
+__all__ = ["SCHEMES", "add_bench_bwe_arguments", "main_bench_bwe", "run_bench_bwe"]
+
+SCHEMES = ("edgewire", "reno", "cubic")
+#: Cellular traces (file stem) the benchmark replays, downlink and uplink.
+TRACES = ("Verizon-LTE-short", "ATT-LTE-driving-2016", "TMobile-UMTS-driving")
+#: One-way delay each way (RTT 50 ms) and the bottleneck queue of every scenario.
+K_DELAY_MS = 25
+K_QUEUE_PACKETS = 100
+#: Step scenario: capacity before, during and after the step, and when it steps.
+K_STEP_KBPS = (2000, 500, 2000)
+#: Goals of the issue, checked in the JSON.
+K_CONSTANT_UTILIZATION = 0.90
+K_CONSTANT_QUEUE_MS = 50.0
+K_TRACE_UTILIZATION = 0.70
+K_TRACE_QUEUE_MS = 100.0
+K_STEP_ESTIMATE_S = 2.0
+K_STEP_QUEUE_S = 3.0
+K_STEP_UP_S = 5.0
+K_THROUGHPUT_SLACK = 0.15
+
+
+def _trace_dir() -> Path | None:
+    here = Path(__file__).resolve()
+    for base in (*here.parents, Path.cwd(), *Path.cwd().parents):
+        cand = base / "shared" / "data" / "traces"
+        if (cand / f"{TRACES[0]}.down").exists():
+            return cand
+    return None
+
+
+def _bulk_down(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    # 768-dim float32 vectors in batches of 16: ~49 kB per message, offered far faster
+    # than any link here carries, so the queue in edgewire always holds data
+    down: dict[str, Any] = {"audio": {"bitrate_kbps": 32},
+                            "embeddings": {"rate_per_s": 400, "dim": 768, "batch": 16}}
+    down.update(extra or {})
+    return down
+
+
+def scenarios(seconds: float, traces: Path | None) -> list[dict[str, Any]]:
+    """The scenario tables (TOML shape) of the benchmark."""
+    link = {"delay_ms": K_DELAY_MS, "queue_packets": K_QUEUE_PACKETS}
+    out: list[dict[str, Any]] = [
+        {"name": "constant-2mbps", "duration_s": seconds,
+         "link": {**link, "rate_kbps": 2000}, "traffic": {"down": _bulk_down()}},
+        {"name": "step-2-0.5-2mbps", "duration_s": 2 * seconds,
+         "link": {**link, "rate_kbps": K_STEP_KBPS[0]},
+         "events": [{"at_s": round(2 * seconds / 3, 3),
+                     "downlink": {"rate_kbps": K_STEP_KBPS[1]}},
+                    {"at_s": round(4 * seconds / 3, 3),
+                     "downlink": {"rate_kbps": K_STEP_KBPS[2]}}],
+         "traffic": {"down": _bulk_down()}},
+    ]
+    if traces is not None:
+        for stem in TRACES:
+            out.append({"name": f"trace-{stem}", "duration_s": 2 * seconds,
+                        "uplink": {**link, "trace": str(traces / f"{stem}.up")},
+                        "downlink": {**link, "trace": str(traces / f"{stem}.down")},
+                        "traffic": {"down": _bulk_down()}})
+    out.append({"name": "competition-2mbps", "duration_s": seconds,
+                "link": {**link, "rate_kbps": 2000},
+                "traffic": {"down": _bulk_down({
+                    "tokens": {"rate_per_s": 50, "batch": 1},
+                    "video": {"bitrate_kbps": 1500, "fps": 30}})}})
+    return out
+
+
+def _first_time(rows: list[dict[str, Any]], start: float, end: float,
+                ok: Callable[[dict[str, Any]], bool]) -> float | None:
+    """Seconds after ``start`` until the first row (before ``end``) that is ``ok``."""
+    for r in rows:
+        if start <= r["t"] < end and ok(r):
+            return round(float(r["t"]) - start, 2)
+    return None
+
+
+def _settle_time(rows: list[dict[str, Any]], start: float, end: float,
+                 limit_ms: float) -> float | None:
+    """Seconds after ``start`` from which the p95 of the per-sample maximum queueing delay
+    over the rest of [start, end) stays within ``limit_ms``."""
+    window = [r for r in rows if start <= r["t"] < end]
+    for i, r in enumerate(window):
+        rest = [x["queue_delay_max_ms"] for x in window[i:]
+                if x["queue_delay_max_ms"] is not None]
+        if rest and float(np.percentile(rest, 95)) <= limit_ms:
+            return round(float(r["t"]) - start, 2)
+    return None
+
+
+def _step_figures(result: dict[str, Any], seconds: float) -> dict[str, Any]:
+    rows = result["bwe"]["timeline"]
+    down_at, up_at = 2 * seconds / 3, 4 * seconds / 3
+    low, high = K_STEP_KBPS[1], K_STEP_KBPS[2]
+
+    def near_low(r: dict[str, Any]) -> bool:
+        est = r["estimate_kbps"]
+        return est is not None and abs(est - low) <= 0.2 * low
+
+    def near_high(r: dict[str, Any]) -> bool:
+        est = r["estimate_kbps"]
+        return est is not None and est >= 0.8 * high
+
+    return {
+        "down_estimate_within_20pct_s": _first_time(rows, down_at, up_at, near_low),
+        "down_queue_p95_under_50ms_s": _settle_time(rows, down_at, up_at, 50.0),
+        "up_estimate_80pct_s": _first_time(rows, up_at, 2 * seconds, near_high),
+    }
+
+
+def _row(result: dict[str, Any]) -> dict[str, Any]:
+    bwe = result["bwe"]
+    link = result["links"]["downlink"]
+    est = bwe.get("estimate_kbps") or {}
+    return {
+        "throughput_kbps": bwe["media_kbps"],
+        "utilization": bwe["utilization"],
+        "queue_delay_p95_ms": link["queue_delay_ms"]["p95"],
+        "delay_p95_ms": link["delay_ms"]["p95"],
+        "estimate_mean_kbps": est.get("mean"),
+        "capacity_kbps": link["capacity_kbps"],
+        "loss_rate": link["loss_rate"],
+    }
+
+
+def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
+                  schemes: tuple[str, ...] = SCHEMES, only: tuple[str, ...] = (),
+                  plot_dir: Path | None = None,
+                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every scenario x scheme; one JSON-ready dict (see the module docstring)."""
+    traces = _trace_dir()
+    out: dict[str, Any] = {}
+    plots: list[str] = []
+    for table in scenarios(seconds, traces):
+        name = table["name"]
+        if only and not any(o in name for o in only):
+            continue
+        rows: dict[str, Any] = {}
+        for scheme in schemes:
+            if progress:
+                progress(f"bench bwe: {name}, {scheme}")
+            sc = parse_scenario({**table, "seed": seed,
+                                 "transport": {"cc": scheme}})
+            result = run_scenario(sc)
+            row = _row(result)
+            if name.startswith("step"):
+                row.update(_step_figures(result, seconds))
+            if name.startswith("competition"):
+                row["tokens_latency_p95_ms"] = (
+                    result["channels"]["down"]["tokens"]["latency_ms"]["p95"])
+                row["video"] = result["channels"]["down"]["video"].get("ladder")
+            rows[scheme] = row
+            if plot_dir is not None and scheme == "edgewire":
+                plots.append(str(plot_timeline(
+                    result["bwe"], plot_dir / f"bwe-{name}.png",
+                    title=f"{name}: edgewire (downlink)")))
+        out[name] = {"schemes": rows, "goals": _goals(name, rows)}
+    report: dict[str, Any] = {
+        "params": {"seconds": seconds, "seed": seed, "rtt_ms": 2 * K_DELAY_MS,
+                   "queue_packets": K_QUEUE_PACKETS, "traces": str(traces) if traces else None},
+        "scenarios": out,
+    }
+    if traces is None:
+        report["skipped"] = "cellular traces not found (../shared/data/traces)"
+    if plot_dir is not None:
+        plots.insert(0, str(pantheon_chart(out, plot_dir / "bwe-pantheon.png")))
+        report["plots"] = plots
+    return report
+
+
+def _goals(name: str, rows: dict[str, Any]) -> dict[str, Any]:
+    ew = rows.get("edgewire")
+    if ew is None:
+        return {}
+    goals: dict[str, Any] = {}
+    qd = ew["queue_delay_p95_ms"]
+    if name.startswith("constant"):
+        goals["utilization>=0.90"] = (ew["utilization"] or 0) >= K_CONSTANT_UTILIZATION
+        goals["queue_p95<=50ms"] = qd is not None and qd <= K_CONSTANT_QUEUE_MS
+    if name.startswith("step"):
+        for key, limit in (("down_estimate_within_20pct_s", K_STEP_ESTIMATE_S),
+                           ("down_queue_p95_under_50ms_s", K_STEP_QUEUE_S),
+                           ("up_estimate_80pct_s", K_STEP_UP_S)):
+            goals[f"{key}<={limit}"] = ew.get(key) is not None and ew[key] <= limit
+    if name.startswith("trace"):
+        goals["utilization>=0.70"] = (ew["utilization"] or 0) >= K_TRACE_UTILIZATION
+        goals["queue_p95<=100ms"] = qd is not None and qd <= K_TRACE_QUEUE_MS
+    if name.startswith("competition"):
+        tok = ew.get("tokens_latency_p95_ms")
+        goals["tokens_p95<=2rtt+50ms"] = tok is not None and tok <= 4 * K_DELAY_MS + 50
+    for other in ("reno", "cubic"):
+        o = rows.get(other)
+        if o is None or o["delay_p95_ms"] is None or ew["delay_p95_ms"] is None:
+            continue
+        goals[f"lower_delay_than_{other}"] = ew["delay_p95_ms"] < o["delay_p95_ms"]
+        goals[f"throughput>=85%_of_{other}"] = (
+            ew["throughput_kbps"] >= (1 - K_THROUGHPUT_SLACK) * o["throughput_kbps"])
+    return goals
+
+
+def pantheon_chart(scenarios_out: dict[str, Any], path: Path) -> Path:
+    """Throughput against p95 one-way delay, one point per scheme and scenario; the delay
+    axis runs right to left, so better is up and to the right (Pantheon's convention)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(scenarios_out)
+    cols = min(3, len(names))
+    rows_n = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.6 * rows_n), squeeze=False)
+    colors = {"edgewire": "tab:blue", "reno": "tab:orange", "cubic": "tab:green"}
+    for ax, name in zip(axes.flat, names, strict=False):
+        for scheme, row in scenarios_out[name]["schemes"].items():
+            if row["delay_p95_ms"] is None:
+                continue
+            ax.scatter([row["delay_p95_ms"]], [row["throughput_kbps"] / 1000],
+                       color=colors.get(scheme, "k"), s=60, label=scheme)
+            ax.annotate(scheme, (row["delay_p95_ms"], row["throughput_kbps"] / 1000),
+                        textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.invert_xaxis()
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("95th percentile one-way delay (ms)")
+        ax.set_ylabel("throughput (Mbit/s)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``edgewire bench bwe``."""
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="simulated seconds of the constant and competition runs; the "
+                             "step and trace runs take twice as long (default 30)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--schemes", default=",".join(SCHEMES),
+                        help="comma-separated congestion controllers (default: all three)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated substrings of scenario names to run")
+    parser.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
+    parser.add_argument("--json", action="store_true")
+
+
+def main_bench_bwe(args: argparse.Namespace, *,
+                   progress: Callable[[str], None] | None = None) -> int:
+    """The CLI entry: a table per scenario, or JSON with ``--json``."""
+    from edgewire.transport.quicstats import congestion_control_names
+
+    schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
+    bad = [s for s in schemes if s not in congestion_control_names()]
+    if bad or not schemes:
+        print(f"edgewire: error: unknown congestion controller(s) {bad}; "
+              f"choose from {', '.join(congestion_control_names())}")
+        return 2
+    only = tuple(o.strip() for o in args.only.split(",") if o.strip())
+    result = run_bench_bwe(seconds=args.seconds, seed=args.seed, schemes=schemes, only=only,
+                           plot_dir=Path(args.plot) if args.plot else None,
+                           progress=progress)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for name, sc in result["scenarios"].items():
+        print(name)
+        print(f"  {'scheme':<10}{'kbit/s':>9}{'util':>7}{'qd p95':>9}{'owd p95':>9}"
+              f"{'estimate':>10}")
+        for scheme, row in sc["schemes"].items():
+            print(f"  {scheme:<10}{row['throughput_kbps']:>9.0f}"
+                  f"{(row['utilization'] or 0):>7.2f}{(row['queue_delay_p95_ms'] or 0):>9.1f}"
+                  f"{(row['delay_p95_ms'] or 0):>9.1f}{(row['estimate_mean_kbps'] or 0):>10.0f}")
+        extra = {k: v for k, v in sc["schemes"].get("edgewire", {}).items()
+                 if k.endswith("_s") or k.startswith("tokens")}
+        if extra:
+            print("  edgewire: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
+        if sc["goals"]:
+            print("  goals: " + ", ".join(f"{k} {'ok' if v else 'NOT MET'}"
+                                          for k, v in sc["goals"].items()))
+    for p in result.get("plots", []):
+        print(f"plot: {p}")
+    if result.get("skipped"):
+        print(result["skipped"])
+    return 0

@@ -1,0 +1,230 @@
+"""What every estimator shares: feedback hygiene, rates, RTT and the feedback timeout."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from edgewire.errors import LocalProtocolError
+from edgewire.transport.bwe.base import BandwidthEstimator, PacketResult, ProbeRequest
+from edgewire.transport.bwe.config import BweConfig
+from edgewire.transport.bwe.loss import LossBasedControl
+from edgewire.transport.bwe.rates import AckedRate, SendRate
+
+__all__ = ["K_MAX_PACKET_BYTES", "FeedbackEstimator", "is_valid_result"]
+
+
+def _finite_nonneg(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def _nonneg_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: Largest packet size taken as real: beyond any datagram, even with jumbo frames.
+K_MAX_PACKET_BYTES = 1 << 20
+
+
+def is_valid_result(p: object) -> bool:
+    """A well-formed :class:`PacketResult`: non-negative finite sequence, times and size
+    (size at most ``K_MAX_PACKET_BYTES``)."""
+    if not isinstance(p, PacketResult):
+        return False
+    return (_nonneg_int(p.sequence) and _nonneg_int(p.size_bytes)
+            and p.size_bytes <= K_MAX_PACKET_BYTES
+            and _finite_nonneg(p.send_time)
+            and (p.arrival_time is None or _finite_nonneg(p.arrival_time))
+            and (p.probe_cluster is None or _nonneg_int(p.probe_cluster)))
+
+
+class FeedbackEstimator(BandwidthEstimator):
+    """Base of the registered estimators: sorts each report into new receptions, new
+    losses and late arrivals (dropping malformed, duplicate and stale rows), keeps the
+    acked and send rates, and halves the estimate when feedback stops.
+
+    Subclasses implement :meth:`_on_received`, :meth:`_update` and :meth:`_on_timeout`.
+    """
+
+    def __init__(self, config: BweConfig) -> None:
+        self._config = config
+        self._rtt = config.initial_rtt
+        self._acked = AckedRate(window=config.acked_window, min_span=config.acked_min_span,
+                                max_packets=config.max_acked_packets,
+                                max_jump=config.trendline.max_arrival_jump)
+        self._send = SendRate(window=config.probe.alr_window)
+        self._loss = LossBasedControl(config.loss, start_bps=config.start_bps,
+                                      min_bps=config.min_bps, max_bps=config.max_bps)
+        self._target = config.start_bps
+        # sequence -> received; insertion order is (about) sequence order, so the oldest
+        # entry is the one to forget when the table is full
+        self._seen: dict[int, bool] = {}
+        self._stale_below = -1
+        self._unanswered_since: float | None = None
+        self._last_timer = -math.inf
+        self._counters = {
+            "feedback_reports": 0,
+            "packets_received": 0,
+            "packets_lost": 0,
+            "late_arrivals": 0,
+            "bad_results": 0,
+            "duplicate_results": 0,
+            "stale_results": 0,
+            "feedback_timeouts": 0,
+        }
+
+    # ------------------------------------------------------------------ the interface
+
+    @property
+    def target_bps(self) -> float:
+        """The combined target send rate, bits/s."""
+        return self._target
+
+    def on_rtt(self, rtt: float, *, now: float) -> None:
+        """Take a new smoothed RTT (seconds)."""
+        if (isinstance(rtt, bool) or not isinstance(rtt, (int, float))
+                or not math.isfinite(rtt) or rtt <= 0):
+            raise LocalProtocolError(f"rtt must be a positive finite number of seconds, "
+                                     f"got {rtt!r}")
+        self._begin(now)
+        self._rtt = float(rtt)
+
+    def on_sent(self, *, size_bytes: int, now: float) -> None:
+        """Count a sent packet."""
+        if not _nonneg_int(size_bytes) or size_bytes > K_MAX_PACKET_BYTES:
+            raise LocalProtocolError(
+                f"size_bytes must be an int in 0..{K_MAX_PACKET_BYTES}, got {size_bytes!r}")
+        self._begin(now)
+        self._send.add(size_bytes, now)
+        if self._unanswered_since is None:
+            self._unanswered_since = now
+
+    def on_feedback(self, packets: Sequence[PacketResult], *, now: float) -> None:
+        """Process one feedback report."""
+        self._begin(now)
+        c = self._counters
+        c["feedback_reports"] += 1
+        self._unanswered_since = None
+        received = lost = recovered = 0
+        seen = self._seen
+        for p in packets:
+            if not is_valid_result(p):
+                c["bad_results"] += 1
+                continue
+            seq = p.sequence
+            if seq <= self._stale_below:
+                c["stale_results"] += 1
+                continue
+            prior = seen.get(seq)
+            arrival = p.arrival_time
+            if arrival is None:
+                if prior is None:
+                    self._remember(seq, False)
+                    lost += 1
+                    c["packets_lost"] += 1
+                # reported missing again, or after it arrived: nothing new
+                continue
+            if prior is True:
+                c["duplicate_results"] += 1
+                continue
+            if prior is False:
+                seen[seq] = True
+                recovered += 1
+                c["packets_lost"] -= 1
+                c["late_arrivals"] += 1
+            else:
+                self._remember(seq, True)
+                received += 1
+            c["packets_received"] += 1
+            self._acked.add(arrival, p.size_bytes)
+            self._on_received(p, arrival)
+        self._loss.on_report(received=received, lost=lost, recovered=recovered)
+        self._update(now)
+
+    def on_timer(self, *, now: float) -> None:
+        """Feedback timeout (and the subclass's own deadlines)."""
+        self._begin(now)
+        self._last_timer = now
+        deadline = self._timeout_deadline()
+        if deadline is not None and now >= deadline:
+            self._counters["feedback_timeouts"] += 1
+            # the next halving needs packets sent after this one and another full interval
+            self._unanswered_since = None
+            self._on_timeout(now)
+        self._on_timer(now)
+
+    def get_timer(self) -> float | None:
+        """Earliest deadline not yet handled by :meth:`on_timer`."""
+        times = [t for t in (self._timeout_deadline(), self._next_deadline())
+                 if t is not None and t > self._last_timer]
+        return min(times) if times else None
+
+    def probe_request(self, *, now: float) -> ProbeRequest | None:
+        """No probing by default."""
+        self._begin(now)
+        return None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _remember(self, seq: int, received: bool) -> None:
+        seen = self._seen
+        if len(seen) >= self._config.max_tracked_sequences:
+            oldest = next(iter(seen))
+            del seen[oldest]
+            self._stale_below = max(self._stale_below, oldest)
+        seen[seq] = received
+
+    def _timeout_interval(self) -> float:
+        cfg = self._config
+        return max(cfg.feedback_timeout, cfg.feedback_timeout_rtts * self._rtt)
+
+    def _timeout_deadline(self) -> float | None:
+        if self._unanswered_since is None:
+            return None
+        return self._unanswered_since + self._timeout_interval()
+
+    def _clamp(self, bps: float) -> float:
+        return min(max(bps, self._config.min_bps), self._config.max_bps)
+
+    def _app_limited(self, now: float) -> bool:
+        rate = self._send.rate_bps(now)
+        # an idle sender is not "limited": probing a silent connection would only wake it
+        return rate is not None and 0 < rate < self._config.probe.alr_fraction * self._target
+
+    def _common_state(self) -> dict[str, Any]:
+        acked = self._acked.rate_bps()
+        return {
+            "target_bps": self._target,
+            "loss_based_bps": self._loss.estimate_bps,
+            "acked_bps": acked,
+            "loss_rate": self._loss.loss_rate,
+            "rtt": self._rtt,
+            **self._counters,
+            "tracked_sequences": len(self._seen),
+            "acked_window_packets": len(self._acked),
+        }
+
+    # ------------------------------------------------------------------ subclass hooks
+
+    def _begin(self, now: float) -> None:
+        """Called first by every entry point (the first call starts the estimator)."""
+
+    def _on_received(self, p: PacketResult, arrival: float) -> None:
+        """A newly received packet, in report order."""
+
+    def _update(self, now: float) -> None:
+        """After a report: recompute the estimates and the target."""
+        raise NotImplementedError
+
+    def _on_timeout(self, now: float) -> None:
+        """Feedback timeout: cut the estimate."""
+        raise NotImplementedError
+
+    def _on_timer(self, now: float) -> None:
+        """The subclass's own deadlines."""
+
+    def _next_deadline(self) -> float | None:
+        """The subclass's next deadline."""
+        return None

@@ -1,0 +1,349 @@
+"""Parameters of the bandwidth estimators: one frozen dataclass per part, validated.
+
+Defaults follow draft-ietf-rmcat-gcc and the values libwebrtc's GoogCC ships with. The
+trendline detector's quantities (modified trend, threshold) are dimensionless slopes scaled
+by sample count and gain; GCC's tables call their unit "ms", and the threshold's adaptation
+constants ``k_up``/``k_down`` are per millisecond, so those fields keep that convention.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from edgewire.errors import LocalProtocolError
+
+__all__ = [
+    "AimdConfig",
+    "BweConfig",
+    "DetectorConfig",
+    "LossConfig",
+    "ProbeConfig",
+    "TrendlineConfig",
+]
+
+
+def _finite(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _int_in(name: str, value: object, low: int, high: int) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+             f"{name} must be an integer in {low}..{high}, got {value!r}")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise LocalProtocolError(message)
+
+
+def _positive(name: str, value: float) -> None:
+    _require(_finite(value) and value > 0, f"{name} must be a positive finite number, "
+             f"got {value!r}")
+
+
+def _fraction(name: str, value: float, *, open_low: bool = True) -> None:
+    low_ok = value > 0 if open_low else value >= 0
+    _require(_finite(value) and low_ok and value < 1,
+             f"{name} must be in {'(0' if open_low else '[0'}, 1), got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrendlineConfig:
+    """Inter-arrival grouping and the trendline filter of the delay-based estimator."""
+
+    group_length: float = 0.005
+    """Seconds of send time a packet group (a burst) spans."""
+    burst_length: float = 0.1
+    """Packets arriving back to back (closer than ``group_length``, faster than they were
+    sent) join the current group while it is younger than this many seconds of arrival
+    time: a burst released by the network at once carries no queueing signal."""
+    max_arrival_jump: float = 3.0
+    """Seconds by which a group's arrival delta may differ from its send delta; beyond it (or
+    on a negative arrival delta) the receiver clock is taken to have jumped and grouping
+    restarts."""
+    window: int = 20
+    """Samples of (arrival time, smoothed delay) in the linear regression."""
+    smoothing: float = 0.9
+    """Weight of the previous value in the exponential smoothing of the accumulated delay."""
+    gain: float = 4.0
+    """Gain applied to the slope before comparing it with the threshold."""
+    max_deltas: int = 60
+    """Cap on the sample count the slope is multiplied by."""
+
+    def __post_init__(self) -> None:
+        _positive("trendline.group_length", self.group_length)
+        _positive("trendline.burst_length", self.burst_length)
+        _positive("trendline.max_arrival_jump", self.max_arrival_jump)
+        _int_in("trendline.window", self.window, 2, 1000)
+        _fraction("trendline.smoothing", self.smoothing, open_low=False)
+        _positive("trendline.gain", self.gain)
+        _int_in("trendline.max_deltas", self.max_deltas, 1, 10_000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetectorConfig:
+    """Adaptive threshold and overuse detector (modified-trend units, see module doc)."""
+
+    initial_threshold: float = 12.5
+    """Threshold before any adaptation."""
+    min_threshold: float = 6.0
+    """Lowest the threshold adapts to."""
+    max_threshold: float = 600.0
+    """Highest the threshold adapts to."""
+    k_up: float = 0.0087
+    """Adaptation rate per millisecond while the trend is above the threshold."""
+    k_down: float = 0.039
+    """Adaptation rate per millisecond while the trend is below the threshold."""
+    max_deviation: float = 15.0
+    """The threshold is left alone when the trend exceeds it by more than this: a sudden
+    spike (a cross-traffic burst, a route change) must not drag the threshold with it."""
+    max_update_interval: float = 0.1
+    """Seconds of elapsed time counted at most for one threshold adaptation step."""
+    overuse_time: float = 0.010
+    """Seconds of send time the trend must stay above the threshold to signal overuse."""
+
+    def __post_init__(self) -> None:
+        _positive("detector.min_threshold", self.min_threshold)
+        _require(_finite(self.max_threshold) and self.max_threshold >= self.min_threshold,
+                 "detector.max_threshold must be finite and >= min_threshold")
+        _require(_finite(self.initial_threshold)
+                 and self.min_threshold <= self.initial_threshold <= self.max_threshold,
+                 "detector.initial_threshold must be in min_threshold..max_threshold")
+        _positive("detector.k_up", self.k_up)
+        _positive("detector.k_down", self.k_down)
+        _positive("detector.max_deviation", self.max_deviation)
+        _positive("detector.max_update_interval", self.max_update_interval)
+        _require(_finite(self.overuse_time) and self.overuse_time >= 0,
+                 "detector.overuse_time must be a finite number >= 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AimdConfig:
+    """The delay-based AIMD rate controller."""
+
+    beta: float = 0.85
+    """On overuse the estimate drops to ``beta`` * the acknowledged rate."""
+    multiplicative_increase: float = 0.08
+    """Growth per second while far from the link capacity estimate (8 %/s)."""
+    min_increase_bps: float = 1000.0
+    """Least multiplicative growth per second, bits/s, so a tiny rate still moves."""
+    min_additive_bps: float = 4000.0
+    """Least additive growth per second near the link capacity, bits/s."""
+    packet_size_bytes: int = 1200
+    """Packet size assumed for the additive increase (one packet per response time)."""
+    response_time_extra: float = 0.1
+    """Seconds added to the RTT to get the response time of the control loop."""
+    max_increase_interval: float = 1.0
+    """Seconds of elapsed time counted at most for one increase step."""
+    acked_limit_factor: float = 1.5
+    """The estimate is never raised above ``acked_limit_factor`` * acked rate + extra..."""
+    acked_limit_extra_bps: float = 10_000.0
+    """...plus this many bits/s: a peer cannot push it beyond what the path delivers."""
+    capacity_smoothing: float = 0.05
+    """Weight of a new sample in the running link-capacity estimate (taken at decreases)."""
+    capacity_deviation_min: float = 0.4
+    """Bounds of the normalised variance of that estimate (kbit/s units, as GCC)."""
+    capacity_deviation_max: float = 2.5
+    """Upper bound of the normalised variance."""
+    capacity_stddevs: float = 3.0
+    """Standard deviations either side of the capacity estimate that count as "near" it."""
+    reduce_interval_min: float = 0.01
+    """While overuse persists, the estimate is cut again at most once per RTT clamped to
+    ``reduce_interval_min``..``reduce_interval_max`` seconds..."""
+    reduce_interval_max: float = 0.2
+    """...(upper bound of that interval)..."""
+    reduce_acked_fraction: float = 0.5
+    """...unless the acked rate fell below this fraction of the estimate (cut at once)."""
+
+    def __post_init__(self) -> None:
+        _fraction("aimd.beta", self.beta)
+        _positive("aimd.multiplicative_increase", self.multiplicative_increase)
+        _positive("aimd.min_increase_bps", self.min_increase_bps)
+        _positive("aimd.min_additive_bps", self.min_additive_bps)
+        _int_in("aimd.packet_size_bytes", self.packet_size_bytes, 1, 65535)
+        _positive("aimd.response_time_extra", self.response_time_extra)
+        _positive("aimd.max_increase_interval", self.max_increase_interval)
+        _require(_finite(self.acked_limit_factor) and self.acked_limit_factor >= 1.0,
+                 "aimd.acked_limit_factor must be finite and >= 1")
+        _require(_finite(self.acked_limit_extra_bps) and self.acked_limit_extra_bps >= 0,
+                 "aimd.acked_limit_extra_bps must be finite and >= 0")
+        _fraction("aimd.capacity_smoothing", self.capacity_smoothing)
+        _positive("aimd.capacity_deviation_min", self.capacity_deviation_min)
+        _require(_finite(self.capacity_deviation_max)
+                 and self.capacity_deviation_max >= self.capacity_deviation_min,
+                 "aimd.capacity_deviation_max must be finite and >= capacity_deviation_min")
+        _positive("aimd.capacity_stddevs", self.capacity_stddevs)
+        _positive("aimd.reduce_interval_min", self.reduce_interval_min)
+        _require(_finite(self.reduce_interval_max)
+                 and self.reduce_interval_max >= self.reduce_interval_min,
+                 "aimd.reduce_interval_max must be finite and >= reduce_interval_min")
+        _fraction("aimd.reduce_acked_fraction", self.reduce_acked_fraction)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LossConfig:
+    """The loss-based controller."""
+
+    low_loss: float = 0.02
+    """At or below this loss fraction the rate may grow."""
+    high_loss: float = 0.10
+    """Above this loss fraction the rate backs off; in between it holds."""
+    increase: float = 0.08
+    """Growth per second at low loss (8 %/s)."""
+    decrease_factor: float = 0.5
+    """A back-off multiplies the rate by ``1 - decrease_factor * loss``."""
+    decrease_interval_extra: float = 0.3
+    """Back-offs are at least RTT + this many seconds apart (one response per round)."""
+    min_packets: int = 20
+    """Reports are pooled until this many packets were reported before a loss fraction is
+    computed: one small report holding one loss says little."""
+    max_increase_interval: float = 1.0
+    """Seconds of elapsed time counted at most for one growth step."""
+
+    def __post_init__(self) -> None:
+        _fraction("loss.low_loss", self.low_loss, open_low=False)
+        _fraction("loss.high_loss", self.high_loss)
+        _require(self.low_loss <= self.high_loss, "loss.low_loss must be <= loss.high_loss")
+        _positive("loss.increase", self.increase)
+        _require(_finite(self.decrease_factor) and 0 < self.decrease_factor <= 1,
+                 "loss.decrease_factor must be in (0, 1]")
+        _require(_finite(self.decrease_interval_extra) and self.decrease_interval_extra >= 0,
+                 "loss.decrease_interval_extra must be finite and >= 0")
+        _int_in("loss.min_packets", self.min_packets, 1, 100_000)
+        _positive("loss.max_increase_interval", self.max_increase_interval)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeConfig:
+    """Bandwidth probing: short clusters sent faster than the estimate."""
+
+    enabled: bool = True
+    """Probe at all (initial, exponential, periodic and after-drop probes)."""
+    initial_factors: tuple[float, ...] = (3.0, 6.0)
+    """Clusters sent at start, as multiples of ``start_bps``."""
+    duration: float = 0.015
+    """Seconds a cluster lasts."""
+    min_packets: int = 5
+    """Packets a cluster holds at least, and must have received for a result."""
+    saturated_ratio: float = 0.9
+    """A cluster received at less than this fraction of its send rate saturated the
+    bottleneck: its receive rate is the capacity..."""
+    saturated_utilization: float = 0.95
+    """...and the result is this fraction of it."""
+    further_fraction: float = 0.7
+    """A result above this fraction of the cluster's rate probes again..."""
+    further_factor: float = 2.0
+    """...at this multiple of the result (up to ``max_bps``)."""
+    periodic_interval: float = 5.0
+    """Seconds between probes while the application sends less than the estimate."""
+    periodic_factor: float = 2.0
+    """Periodic probes run at this multiple of the estimate."""
+    alr_fraction: float = 0.6
+    """Application-limited: sent less than this fraction of the target over ``alr_window``."""
+    alr_window: float = 1.0
+    """Seconds of send history for the application-limited test."""
+    cluster_timeout: float = 1.0
+    """Seconds after a cluster is handed out by which its feedback must have arrived."""
+    drop_fraction: float = 0.66
+    """A decrease to below this fraction of the estimate is a "large drop"..."""
+    drop_window: float = 5.0
+    """...after which, for this many seconds, recovery (detector back to normal while
+    application-limited) probes once..."""
+    after_drop_fraction: float = 0.85
+    """...at this fraction of the rate before the drop."""
+    max_clusters: int = 8
+    """Clusters pending or awaiting feedback at most; more are dropped (counted)."""
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.enabled, bool), "probe.enabled must be a bool")
+        _require(isinstance(self.initial_factors, tuple) and len(self.initial_factors) <= 8,
+                 "probe.initial_factors must be a tuple of at most 8 values")
+        for f in self.initial_factors:
+            _require(_finite(f) and f > 1.0, "probe.initial_factors must be > 1")
+        _positive("probe.duration", self.duration)
+        _int_in("probe.min_packets", self.min_packets, 1, 1000)
+        _fraction("probe.saturated_ratio", self.saturated_ratio)
+        _require(_finite(self.saturated_utilization) and 0 < self.saturated_utilization <= 1,
+                 "probe.saturated_utilization must be in (0, 1]")
+        _fraction("probe.further_fraction", self.further_fraction)
+        _require(_finite(self.further_factor) and self.further_factor > 1.0,
+                 "probe.further_factor must be > 1")
+        _positive("probe.periodic_interval", self.periodic_interval)
+        _require(_finite(self.periodic_factor) and self.periodic_factor > 1.0,
+                 "probe.periodic_factor must be > 1")
+        _fraction("probe.alr_fraction", self.alr_fraction)
+        _positive("probe.alr_window", self.alr_window)
+        _positive("probe.cluster_timeout", self.cluster_timeout)
+        _fraction("probe.drop_fraction", self.drop_fraction)
+        _positive("probe.drop_window", self.drop_window)
+        _fraction("probe.after_drop_fraction", self.after_drop_fraction)
+        _int_in("probe.max_clusters", self.max_clusters, 1, 64)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BweConfig:
+    """Everything tunable in a bandwidth estimator (rates in bits/s, times in seconds)."""
+
+    start_bps: float = 300_000.0
+    """Target before any feedback."""
+    min_bps: float = 30_000.0
+    """The target never goes below this."""
+    max_bps: float = 100_000_000.0
+    """The target never goes above this."""
+    initial_rtt: float = 0.1
+    """Round-trip time assumed until ``on_rtt`` reports one."""
+    feedback_timeout: float = 0.5
+    """Without feedback for max(this, ``feedback_timeout_rtts`` * RTT) while sending, the
+    target is halved (once per such interval)."""
+    feedback_timeout_rtts: float = 3.0
+    """Round trips of the feedback timeout."""
+    acked_window: float = 0.5
+    """Seconds of arrival time the acknowledged rate is measured over."""
+    acked_min_span: float = 0.15
+    """Arrival-time span needed before the acknowledged rate is known."""
+    acked_recent_span: float = 0.15
+    """Seconds of the most recent arrivals whose rate an overuse cut is based on: the
+    bottleneck is full then, so they deliver at its capacity, while the full window may
+    still average in a rate from before a probe raised the estimate."""
+    max_acked_packets: int = 16384
+    """Packets kept for the acknowledged rate (the window shrinks beyond, at very high
+    rates)."""
+    max_tracked_sequences: int = 8192
+    """Sequence numbers remembered to spot duplicates and late arrivals; older ones are
+    counted as stale and ignored."""
+    trendline: TrendlineConfig = field(default_factory=TrendlineConfig)
+    """Grouping and trendline filter."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """Adaptive threshold and overuse detector."""
+    aimd: AimdConfig = field(default_factory=AimdConfig)
+    """Delay-based AIMD rate control."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Loss-based control."""
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    """Probing."""
+
+    def __post_init__(self) -> None:
+        _positive("min_bps", self.min_bps)
+        _require(_finite(self.max_bps) and self.max_bps >= self.min_bps,
+                 f"max_bps must be finite and >= min_bps ({self.min_bps}), got {self.max_bps!r}")
+        _require(_finite(self.start_bps) and self.min_bps <= self.start_bps <= self.max_bps,
+                 f"start_bps must be in min_bps..max_bps ({self.min_bps}..{self.max_bps}), "
+                 f"got {self.start_bps!r}")
+        _positive("initial_rtt", self.initial_rtt)
+        _positive("feedback_timeout", self.feedback_timeout)
+        _positive("feedback_timeout_rtts", self.feedback_timeout_rtts)
+        _positive("acked_window", self.acked_window)
+        _require(_finite(self.acked_recent_span) and 0 < self.acked_recent_span
+                 <= self.acked_window, "acked_recent_span must be in (0, acked_window]")
+        _require(_finite(self.acked_min_span) and 0 < self.acked_min_span
+                 <= self.acked_window, "acked_min_span must be in (0, acked_window]")
+        _int_in("max_acked_packets", self.max_acked_packets, 2, 10_000_000)
+        _int_in("max_tracked_sequences", self.max_tracked_sequences, 16, 10_000_000)
+        for name, value, kind in (("trendline", self.trendline, TrendlineConfig),
+                                  ("detector", self.detector, DetectorConfig),
+                                  ("aimd", self.aimd, AimdConfig),
+                                  ("loss", self.loss, LossConfig),
+                                  ("probe", self.probe, ProbeConfig)):
+            _require(isinstance(value, kind), f"{name} must be a {kind.__name__}")

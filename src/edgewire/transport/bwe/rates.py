@@ -1,0 +1,132 @@
+"""Sliding-window rates: what the path delivered (acked) and what the sender sent."""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["AckedRate", "SendRate"]
+
+
+class AckedRate:
+    """Bits/s of received packets over a sliding window of arrival time (receiver clock).
+
+    The window is anchored at the latest arrival rather than at ``now``: the receiver's clock
+    has its own origin, and an idle spell should not make the path look slower than it is.
+    """
+
+    def __init__(self, *, window: float, min_span: float, max_packets: int,
+                 max_jump: float = 3.0) -> None:
+        self._window = window
+        self._max_jump = max_jump
+        self._min_span = min_span
+        self._max_packets = max_packets
+        self._packets: deque[tuple[float, int]] = deque()
+        self._bytes = 0
+        self._latest: float | None = None
+        self.truncated = 0
+        """Packets dropped from the window only because it held ``max_packets``."""
+
+    def __len__(self) -> int:
+        return len(self._packets)
+
+    def add(self, arrival_time: float, size_bytes: int) -> None:
+        """Count a received packet."""
+        latest = self._latest
+        if latest is not None and arrival_time < latest - self._max_jump:
+            # the receiver clock went back: what came before is on another time line
+            self.reset()
+            latest = None
+        if latest is not None and arrival_time <= latest - self._window:
+            return  # arrived (late in the feedback) before the window: nothing to add
+        if latest is None or arrival_time > latest:
+            self._latest = latest = arrival_time
+        if len(self._packets) >= self._max_packets:
+            self._pop()
+            self.truncated += 1
+        self._packets.append((arrival_time, size_bytes))
+        self._bytes += size_bytes
+        cutoff = latest - self._window
+        while self._packets and self._packets[0][0] <= cutoff:
+            self._pop()
+
+    def _pop(self) -> None:
+        _, size = self._packets.popleft()
+        self._bytes -= size
+
+    def reset(self) -> None:
+        """Forget everything (the receiver clock jumped)."""
+        self._packets.clear()
+        self._bytes = 0
+        self._latest = None
+
+    def rate_bps(self) -> float | None:
+        """The acked rate, or None until the window spans ``min_span`` of arrival time.
+
+        The first packet's bytes are left out: they arrived at the start of the span and
+        were carried before it.
+        """
+        if len(self._packets) < 2 or self._latest is None:
+            return None
+        first_arrival, first_size = self._packets[0]
+        span = self._latest - first_arrival
+        if span < self._min_span:
+            return None
+        return (self._bytes - first_size) * 8 / span
+
+
+    def recent_bps(self, span: float) -> float | None:
+        """The rate over the last ``span`` seconds of arrival time only (None when that
+        stretch is not covered yet). Right after the rate changed, this is what the path
+        delivers now, where the full window still averages in the old rate."""
+        latest = self._latest
+        if latest is None:
+            return None
+        cutoff = latest - span
+        total = 0
+        earliest = latest
+        earliest_size = 0
+        count = 0
+        for arrival, size in reversed(self._packets):
+            if arrival <= cutoff:
+                break
+            total += size
+            count += 1
+            if arrival <= earliest:
+                earliest, earliest_size = arrival, size
+        covered = latest - earliest
+        if count < 2 or covered < span / 2:
+            return None
+        return (total - earliest_size) * 8 / covered
+
+
+class SendRate:
+    """Bits/s the sender sent over the last ``window`` seconds, in ``bins`` time bins."""
+
+    def __init__(self, *, window: float, bins: int = 20) -> None:
+        self._window = window
+        self._bin = window / bins
+        self._bins: deque[list[float]] = deque(maxlen=bins + 1)  # [bin start, bytes]
+        self._first: float | None = None
+
+    def add(self, size_bytes: int, now: float) -> None:
+        """Count a sent packet."""
+        if self._first is None:
+            self._first = now
+        start = now - now % self._bin
+        if self._bins and self._bins[-1][0] >= start:
+            # same bin (or a clock that stepped back a little: charge it to the last bin)
+            self._bins[-1][1] += size_bytes
+        else:
+            self._bins.append([start, float(size_bytes)])
+
+    def rate_bps(self, now: float) -> float | None:
+        """The send rate, or None before ``window`` seconds of history exist."""
+        if self._first is None or now - self._first < self._window:
+            return None
+        cutoff = now - self._window
+        sent = sum(b for start, b in self._bins if start + self._bin > cutoff)
+        return sent * 8 / self._window
+
+    def last_sent(self) -> float | None:
+        """Start of the latest bin with sends (None before the first packet)."""
+        return self._bins[-1][0] if self._bins else None

@@ -1,0 +1,146 @@
+"""FEEDBACK datagrams: the codec, the receiver's recorder and the sender's history."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgewire.errors import RemoteProtocolError
+from edgewire.transport.feedback import (
+    FEEDBACK_HEADER_SIZE,
+    MAX_FEEDBACK_PACKETS,
+    ArrivalRecorder,
+    SentHistory,
+    decode_feedback,
+    encode_feedback,
+    padding_datagram,
+)
+from edgewire.transport.wire import TYPE_PADDING, datagram_type
+
+arrival_lists = st.lists(
+    st.one_of(st.none(), st.integers(min_value=0, max_value=10**9).map(lambda us: us / 1e6)),
+    min_size=1, max_size=300,
+).filter(lambda xs: any(x is not None for x in xs))
+
+
+@given(seq=st.integers(0, 0xFFFF), base=st.integers(0, 2**40), arrivals=arrival_lists)
+def test_round_trip(seq: int, base: int, arrivals: list[float | None]) -> None:
+    fb = decode_feedback(encode_feedback(seq, base, arrivals))
+    assert fb.sequence == seq
+    assert fb.base == base
+    assert [pn for pn, _ in fb.arrivals] == list(range(base, base + len(arrivals)))
+    for (_, got), want in zip(fb.arrivals, arrivals, strict=True):
+        if want is None:
+            assert got is None
+        else:
+            assert got == pytest.approx(want, abs=1e-6)
+
+
+@given(data=st.binary(max_size=200))
+@settings(max_examples=500)
+def test_garbage_is_a_remote_protocol_error(data: bytes) -> None:
+    try:
+        fb = decode_feedback(b"\x13" + data)
+    except RemoteProtocolError:
+        return
+    assert 0 < len(fb.arrivals) <= MAX_FEEDBACK_PACKETS
+    assert any(t is not None for _, t in fb.arrivals)
+
+
+def test_malformed_cases() -> None:
+    good = encode_feedback(1, 10, [0.001, None, 0.003])
+    with pytest.raises(RemoteProtocolError, match="too short"):
+        decode_feedback(good[:FEEDBACK_HEADER_SIZE - 1])
+    with pytest.raises(RemoteProtocolError, match="truncated"):
+        decode_feedback(good[:-1])
+    with pytest.raises(RemoteProtocolError, match="stray"):
+        decode_feedback(good + b"\x00")
+    with pytest.raises(RemoteProtocolError, match="not a feedback"):
+        decode_feedback(b"\x10" + good[1:])
+    # a bit set beyond the packet count
+    bad = bytearray(good)
+    bad[FEEDBACK_HEADER_SIZE] |= 0x01
+    with pytest.raises(RemoteProtocolError, match="beyond"):
+        decode_feedback(bytes(bad))
+    with pytest.raises(ValueError, match="at least one"):
+        encode_feedback(0, 0, [None, None])
+
+
+def test_padding_is_its_own_type() -> None:
+    p = padding_datagram(1000)
+    assert len(p) == 1000
+    assert datagram_type(p) == TYPE_PADDING
+
+
+def _drain(rec: ArrivalRecorder, now: float, room: int = 1200) -> list[tuple[int, float | None]]:
+    out: list[tuple[int, float | None]] = []
+    for datagram in rec.take(now, room):
+        assert len(datagram) <= room
+        out.extend(decode_feedback(datagram).arrivals)
+    return out
+
+
+def test_recorder_reports_arrivals_gaps_and_late_packets() -> None:
+    rec = ArrivalRecorder()
+    received: set[int] = set()
+
+    def arrive(pn: int, t: float) -> None:
+        received.add(pn)
+        rec.on_packet(max(received), t, received)
+
+    arrive(0, 0.0)
+    arrive(1, 0.01)
+    assert rec.get_timer() == pytest.approx(0.1)  # at most 100 ms alone
+    assert not rec.due(0.02, with_data=True)  # younger than 50 ms
+    assert rec.due(0.06, with_data=True)  # riding on data after 50 ms
+    assert _drain(rec, 0.06) == [(0, 0.0), (1, 0.01)]
+    arrive(4, 0.07)  # 2 and 3 missing: feedback due soon
+    assert rec.get_timer() == pytest.approx(0.08)
+    assert _drain(rec, 0.08) == [(2, None), (3, None), (4, 0.07)]
+    arrive(3, 0.09)  # late: found among the remembered gaps
+    assert _drain(rec, 0.2) == [(3, 0.09)]
+    assert rec.get_timer() is None
+
+
+def test_recorder_splits_big_reports_to_fit() -> None:
+    rec = ArrivalRecorder()
+    received: set[int] = set()
+    for pn in range(3000):
+        received.add(pn)
+        rec.on_packet(pn, pn * 1e-4, received)
+    got = _drain(rec, 1.0, room=300)
+    assert [pn for pn, _ in got] == list(range(3000))
+    assert rec.sent > 5
+
+
+def test_history_matches_and_counts_bad_reports() -> None:
+    hist = SentHistory()
+    for pn in range(10):
+        hist.on_sent(pn, 1000 + pn, 0.01 * pn, 7 if pn < 3 else None)
+    rows = hist.on_feedback(encode_feedback(0, 0, [0.05, None, 0.07]))
+    assert [(r.sequence, r.size_bytes, r.arrival_time, r.probe_cluster) for r in rows] == [
+        (0, 1000, 0.05, 7), (1, 1001, None, 7), (2, 1002, 0.07, 7)]
+    # packet 1 arrives late; 0 is reported again (duplicate); 12 was never sent
+    rows = hist.on_feedback(encode_feedback(1, 0, [0.05, 0.08]))
+    assert [(r.sequence, r.arrival_time) for r in rows] == [(1, 0.08)]
+    assert hist.counters.duplicate_packets == 1
+    rows = hist.on_feedback(encode_feedback(2, 12, [0.2]))
+    assert rows == []
+    assert hist.counters.unknown_packets == 1
+    assert hist.on_feedback(b"\x13garbage") == []
+    assert hist.counters.malformed == 1
+    hist.on_feedback(encode_feedback(0xFFFF, 5, [0.2]))  # older sequence number
+    assert hist.counters.reordered == 1
+
+
+def test_history_is_bounded() -> None:
+    hist = SentHistory(max_packets=100, max_age=1.0)
+    for pn in range(1000):
+        hist.on_sent(pn, 1200, pn * 0.001, None)
+    assert len(hist) == 100
+    for pn in range(1000, 1100):
+        hist.on_sent(pn, 1200, 10.0 + pn * 0.001, None)
+    assert len(hist) == 100
+    hist.on_feedback(encode_feedback(0, 0, [0.1]))
+    assert hist.counters.stale_packets == 1
