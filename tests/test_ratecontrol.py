@@ -1,0 +1,87 @@
+"""Rate control in the session: the aioquic controller, the split of the estimate, and
+netsim runs of the edgewire controller against a bottleneck."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgewire.netsim.bwe_report import plot_timeline
+from edgewire.netsim.run import run_scenario
+from edgewire.netsim.scenario import parse_scenario
+from edgewire.transport.qos import ChannelKind
+from edgewire.transport.quicstats import congestion_control_names
+from edgewire.transport.ratecontrol import ChannelDemand, allocate
+
+
+def test_controller_is_registered_with_aioquic() -> None:
+    assert {"edgewire", "reno", "cubic"} <= set(congestion_control_names())
+
+
+def _d(cid: int, prio: int, kind: ChannelKind, rate: float) -> ChannelDemand:
+    return ChannelDemand(channel_id=cid, priority=prio, kind=kind, rate_bps=rate)
+
+
+def test_allocation_follows_priority() -> None:
+    chans = [_d(7, 3, ChannelKind.EMBEDDINGS, 5e6), _d(5, 2, ChannelKind.VIDEO, 1e6),
+             _d(1, 0, ChannelKind.AUDIO, 32e3), _d(3, 1, ChannelKind.TOKENS, 8e3)]
+    shares = allocate(2e6, chans)
+    assert shares[1] == 64_000  # audio: its floor
+    assert shares[3] == 32_000  # tokens: their floor
+    assert shares[5] == 1.5e6  # video: 1.5 x what it sends
+    assert shares[7] == pytest.approx(2e6 - 64e3 - 32e3 - 1.5e6)  # embeddings: the rest
+    # when the estimate is short, the lower priorities go without
+    tight = allocate(80_000, chans)
+    assert tight[1] == 64_000
+    assert tight[3] == 16_000
+    assert tight[5] == 0
+    assert tight[7] == 0
+
+
+def test_constant_bottleneck_high_utilization_low_delay(tmp_path: Path) -> None:
+    sc = parse_scenario({
+        "name": "constant", "duration_s": 20, "seed": 1,
+        "link": {"delay_ms": 25, "queue_packets": 100, "rate_kbps": 2000},
+        "traffic": {"down": {"audio": {"bitrate_kbps": 32},
+                             "embeddings": {"rate_per_s": 400, "dim": 768, "batch": 16}}},
+        "transport": {"cc": "edgewire"},
+    })
+    r = run_scenario(sc)
+    bwe = r["bwe"]
+    assert bwe["direction"] == "downlink"
+    # the goals of the constant 2 Mbit/s case: >= 0.9 of capacity, p95 queue <= 50 ms
+    assert bwe["utilization"] >= 0.9
+    assert bwe["queue_delay_ms"]["p95"] <= 50
+    assert 1500 <= bwe["estimate_kbps"]["mean"] <= 2300
+    assert bwe["state"]["controller"] == "edgewire"
+    assert bwe["state"]["feedback_received"] > 100
+    assert r["channels"]["down"]["audio"]["on_time_ratio"] > 0.99
+    rows = bwe["timeline"]
+    assert {"t", "estimate_kbps", "capacity_kbps", "throughput_kbps",
+            "queue_delay_ms"} <= set(rows[0])
+    png = plot_timeline(bwe, tmp_path / "bwe.png", title="constant")
+    assert png.stat().st_size > 10_000
+
+    # the same link under Reno: the queue fills
+    reno = run_scenario(parse_scenario({
+        "name": "constant", "duration_s": 20, "seed": 1,
+        "link": {"delay_ms": 25, "queue_packets": 100, "rate_kbps": 2000},
+        "traffic": {"down": {"audio": {"bitrate_kbps": 32},
+                             "embeddings": {"rate_per_s": 400, "dim": 768, "batch": 16}}},
+        "transport": {"cc": "reno"},
+    }))
+    assert reno["bwe"]["queue_delay_ms"]["p95"] > 4 * bwe["queue_delay_ms"]["p95"]
+
+
+def test_adaptive_video_follows_its_share() -> None:
+    sc = parse_scenario({
+        "name": "video", "duration_s": 15, "seed": 2,
+        "link": {"delay_ms": 25, "queue_packets": 100, "rate_kbps": 800},
+        "traffic": {"up": {"video": {"bitrate_kbps": 2500, "fps": 30}}},
+    })
+    video = run_scenario(sc)["channels"]["up"]["video"]
+    ladder = video["ladder"]
+    # a 2.5 Mbit/s source on an 800 kbit/s link is turned down below the link rate
+    assert ladder["changes"] > 0
+    assert ladder["bitrate_kbps"] < 800
