@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aioquic.buffer import Buffer
+from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import pull_quic_header
 
 from edgewire.certs import write_self_signed
+from edgewire.netsim.config import LinkConfig
+from edgewire.netsim.engine import Simulator
+from edgewire.netsim.link import Link
+from edgewire.netsim.nodes import ServerEndpoint, simulation_quic_configs
+from edgewire.netsim.run import CLIENT_ADDR as SIM_CLIENT
+from edgewire.netsim.run import SERVER_ADDR as SIM_SERVER
 from edgewire.transport import Event, Session, SessionConfig, quic_configuration
 from edgewire.transport.bwe import BweConfig
 
@@ -136,3 +144,27 @@ class Pair:
         """Events of one type seen so far by 'client' or 'server'."""
         source = self.client_events if side == "client" else self.server_events
         return [e for e in source if isinstance(e, kind)]
+
+
+def simulated_pair(config: SessionConfig, *, max_data: int | None = None
+                   ) -> tuple[Simulator, Session, ServerEndpoint]:
+    """(Simulator, client Session, ServerEndpoint) joined by two 10 ms netsim links, the
+    client's handshake started at 0; ``max_data`` sets the server's connection window."""
+    client_qc, server_factory = simulation_quic_configs()
+
+    def server_qc() -> QuicConfiguration:
+        qc = server_factory()
+        if max_data is not None:
+            qc.max_data = max_data
+        return qc
+
+    client = Session(client_qc, config=config)
+    server = ServerEndpoint(server_qc, config=config)
+    sim = Simulator()
+    sim.add_endpoint(SIM_CLIENT, client)
+    sim.add_endpoint(SIM_SERVER, server)
+    sim.connect(SIM_CLIENT, SIM_SERVER,
+                Link(LinkConfig(delay_ms=10), rng=random.Random(1)),
+                Link(LinkConfig(delay_ms=10), rng=random.Random(2)))
+    client.connect(SIM_SERVER, now=0.0)
+    return sim, client, server

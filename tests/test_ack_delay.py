@@ -3,20 +3,18 @@ way, a second packet makes it due within 1 ms, and nothing else changes."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
 from aioquic import tls
 
 from edgewire.errors import LocalProtocolError
-from edgewire.netsim.config import LinkConfig
 from edgewire.netsim.engine import Simulator
-from edgewire.netsim.link import Link
-from edgewire.netsim.nodes import ServerEndpoint, simulation_quic_configs
-from edgewire.netsim.run import CLIENT_ADDR, SERVER_ADDR, RunOptions, run_scenario
+from edgewire.netsim.nodes import ServerEndpoint
+from edgewire.netsim.run import CLIENT_ADDR, RunOptions, run_scenario
 from edgewire.netsim.scenario import ScenarioError, parse_scenario
 from edgewire.transport import Session, SessionConfig
+from tests.helpers import simulated_pair
 
 
 @pytest.mark.parametrize("bad", [0.0, 0.0009, 0.026, 1.0])
@@ -33,18 +31,7 @@ def test_scenario_key_is_checked() -> None:
 
 
 def _pair(ack_delay: float) -> tuple[Simulator, Session, ServerEndpoint]:
-    client_qc, server_qc = simulation_quic_configs()
-    cfg = SessionConfig(shared_clock=True, ack_delay=ack_delay)
-    client = Session(client_qc, config=cfg)
-    server = ServerEndpoint(server_qc, config=cfg)
-    sim = Simulator()
-    sim.add_endpoint(CLIENT_ADDR, client)
-    sim.add_endpoint(SERVER_ADDR, server)
-    sim.connect(CLIENT_ADDR, SERVER_ADDR,
-                Link(LinkConfig(delay_ms=10), rng=random.Random(1)),
-                Link(LinkConfig(delay_ms=10), rng=random.Random(2)))
-    client.connect(SERVER_ADDR, now=0.0)
-    return sim, client, server
+    return simulated_pair(SessionConfig(shared_clock=True, ack_delay=ack_delay))
 
 
 def _ack_at(session: Session) -> float | None:

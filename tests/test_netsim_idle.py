@@ -3,22 +3,19 @@ answer "nothing" only when aioquic would build nothing, and change no outcome.""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aioquic import tls
-from aioquic.quic.configuration import QuicConfiguration
 
-from edgewire.netsim.config import LinkConfig
 from edgewire.netsim.engine import Simulator
-from edgewire.netsim.link import Link
-from edgewire.netsim.nodes import ServerEndpoint, simulation_quic_configs
-from edgewire.netsim.run import CLIENT_ADDR, SERVER_ADDR, RunOptions, run_scenario
+from edgewire.netsim.nodes import ServerEndpoint
+from edgewire.netsim.run import CLIENT_ADDR, RunOptions, run_scenario
 from edgewire.netsim.scenario import load_scenario, parse_scenario
 from edgewire.transport import Session, SessionConfig, quicstats
 from edgewire.transport.bwe import BweConfig
+from tests.helpers import simulated_pair
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((REPO / "scenarios").glob("*.toml"))
@@ -91,27 +88,10 @@ def test_lossy_streams_identical_with_and_without_the_shortcut(checked: _Checked
 
 
 def _pair(max_data: int | None = None) -> tuple[Simulator, Session, ServerEndpoint]:
-    client_qc, server_factory = simulation_quic_configs()
-
-    def server_qc() -> QuicConfiguration:
-        qc = server_factory()
-        if max_data is not None:
-            qc.max_data = max_data
-        return qc
-
     # raw QUIC streams of several MB: start the estimate high so they move in seconds
     cfg = SessionConfig(shared_clock=True, skip_idle_sends=True,
                         bwe=BweConfig(start_bps=50_000_000))
-    client = Session(client_qc, config=cfg)
-    server = ServerEndpoint(server_qc, config=cfg)
-    sim = Simulator()
-    sim.add_endpoint(CLIENT_ADDR, client)
-    sim.add_endpoint(SERVER_ADDR, server)
-    sim.connect(CLIENT_ADDR, SERVER_ADDR,
-                Link(LinkConfig(delay_ms=10), rng=random.Random(1)),
-                Link(LinkConfig(delay_ms=10), rng=random.Random(2)))
-    client.connect(SERVER_ADDR, now=0.0)
-    return sim, client, server
+    return simulated_pair(cfg, max_data=max_data)
 
 
 def test_nothing_to_send_follows_aioquic_state() -> None:

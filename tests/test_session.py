@@ -21,10 +21,12 @@ from edgewire.transport import (
     MessageReceived,
     QoS,
     SessionClosed,
+    SessionConfig,
     SessionReady,
     TokenMessage,
 )
 from edgewire.transport import control as ctl
+from edgewire.transport.recovery import RecoveryConfig
 from edgewire.transport.wire import encode_header, encode_record
 from tests.helpers import Pair
 
@@ -403,3 +405,36 @@ def test_app_message_refused_locally(pair: Pair) -> None:
         pair.client.send_app_message(object(), now=pair.now)
     pair.run(0.5)
     assert not pair.client.closed
+
+
+def test_realtime_close_waits_for_frames_still_on_their_way(cert_pair) -> None:
+    # the close travels on the control stream and may overtake the last datagrams; the
+    # receiver reports ChannelClosed once every frame sent is accounted for, or one
+    # deadline after the close for those that never come
+    dropped: list[int] = []
+
+    def drop_last_frame(direction: str, index: int, data: bytes) -> bool:
+        if direction == "c2s" and len(data) >= 1100 and not dropped:
+            dropped.append(index)
+            return True
+        return False
+
+    p = Pair(*cert_pair, client_config=SessionConfig(recovery=RecoveryConfig(mode="none")))
+    p.run(0.5)
+    qos = QoS(priority=2, deadline_ms=300.0, reliable=False, max_queue_bytes=1 << 20,
+              max_message_bytes=4000)
+    ch = p.client.open_channel("video", qos=qos, now=p.now)
+    p.run(0.1)
+    p.client.send(ch, b"a" * 500, now=p.now)
+    p.run(0.1)
+    p.drop = drop_last_frame
+    p.client.send(ch, b"b" * 1150, now=p.now)  # one full-size datagram, dropped
+    p.client.close_channel(ch, now=p.now)
+    p.run(0.1)
+    assert dropped
+    closed = [e for e in p.server_events if isinstance(e, ChannelClosed)]
+    assert closed == []  # the second frame might still come
+    assert [m.payload for m in received(p, ch)] == [b"a" * 500]
+    p.run(0.3)
+    closed = [e for e in p.server_events if isinstance(e, ChannelClosed)]
+    assert closed == [ChannelClosed(channel_id=ch)]

@@ -2,14 +2,13 @@
 
 aioquic's congestion controllers (Reno, CUBIC) grow their window until the bottleneck
 queue overflows. This one has no opinion of its own: the session's bandwidth estimator
-(``edgewire.transport.bwe``, delay- and loss-based) sets a target rate, and the window is
-sized so that aioquic's pacer (which paces at window ÷ smoothed RTT) sends at about that
-rate, streams and DATAGRAMs together. Registered with aioquic as ``"edgewire"``.
+(``edgewire.transport.bwe``, delay- and loss-based) sets a target rate, and streams and
+DATAGRAMs together are sent at that rate. Registered with aioquic as ``"edgewire"``.
 
 The pacer sends at the target (``quicstats.pace_at``: aioquic would otherwise pace at
-window ÷ smoothed RTT), and the window, target x (smoothed RTT + K_WINDOW_EXTRA), only
-caps what is in flight: the extra covers the delayed ACK (up to 25 ms) and feedback
-jitter, so a paced flow is never also window-limited.
+window ÷ smoothed RTT). The window, target x max(smoothed RTT + K_WINDOW_EXTRA,
+K_MIN_WINDOW_TIME), only caps what is in flight: the extra covers the delayed ACK (up to
+25 ms) and feedback jitter, so a paced flow is never also window-limited.
 """
 
 from __future__ import annotations

@@ -144,6 +144,10 @@ class ChannelState:
     closed_local: bool = False
     closed_remote: bool = False
     close_after: int = 0
+    close_by: float | None = None
+    """Real-time channels closed by the peer: ChannelClosed waits for the frames still on
+    their way (datagrams can arrive after the close, which travels on the control
+    stream), until this time at the latest (the close plus the channel's deadline)."""
     close_reported: bool = False
     fin_pending: bool = False
     reassembler: Reassembler = field(default_factory=Reassembler)

@@ -310,13 +310,22 @@ class FeedbackCounters:
     """Arrivals reported again for a packet already reported received: ignored."""
 
 
+class _Sent:
+    __slots__ = ("cluster", "received", "size", "time")
+
+    def __init__(self, time: float, size: int, cluster: int | None) -> None:
+        self.time = time
+        self.size = size
+        self.cluster = cluster
+        self.received = False  # an arrival was already reported
+
+
 class SentHistory:
     """Sending side: send time, size and probe cluster of each recent 1-RTT packet."""
 
     def __init__(self, *, max_packets: int = K_HISTORY_PACKETS,
                  max_age: float = K_HISTORY_AGE) -> None:
-        # packet number -> [send time, size, probe cluster, reported received]
-        self._sent: OrderedDict[int, list[object]] = OrderedDict()
+        self._sent: OrderedDict[int, _Sent] = OrderedDict()  # by packet number
         self._max_packets = max_packets
         self._max_age = max_age
         self._largest = -1
@@ -326,14 +335,11 @@ class SentHistory:
     def on_sent(self, packet_number: int, size: int, now: float, cluster: int | None) -> None:
         """Remember a packet that left (in packet-number order)."""
         sent = self._sent
-        sent[packet_number] = [now, size, cluster, False]
+        sent[packet_number] = _Sent(now, size, cluster)
         self._largest = max(self._largest, packet_number)
         while len(sent) > self._max_packets:
             sent.popitem(last=False)
-        while sent:
-            first = next(iter(sent.values()))
-            if now - first[0] <= self._max_age:  # type: ignore[operator]
-                break
+        while sent and now - next(iter(sent.values())).time > self._max_age:
             sent.popitem(last=False)
 
     def on_feedback(self, data: bytes) -> list[PacketResult]:
@@ -362,16 +368,14 @@ class SentHistory:
                 if pn < self._oldest():
                     c.stale_packets += 1
                 continue
-            if row[3]:
+            if row.received:
                 if arrival is not None:
                     c.duplicate_packets += 1
                 continue
             if arrival is not None:
-                row[3] = True
-            results.append(PacketResult(sequence=pn, send_time=row[0],  # type: ignore[arg-type]
-                                        size_bytes=row[1],  # type: ignore[arg-type]
-                                        arrival_time=arrival,
-                                        probe_cluster=row[2]))  # type: ignore[arg-type]
+                row.received = True
+            results.append(PacketResult(sequence=pn, send_time=row.time, size_bytes=row.size,
+                                        arrival_time=arrival, probe_cluster=row.cluster))
         return results
 
     def _oldest(self) -> int:

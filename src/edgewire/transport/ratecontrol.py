@@ -46,8 +46,9 @@ K_DEMAND: dict[ChannelKind, tuple[float, float] | None] = {
     ChannelKind.VIDEO: (1.5, 300_000.0),
     ChannelKind.EMBEDDINGS: None,
 }
-#: Pacing rate ÷ target: a little above 1 so pacing never leaves the target unused when
-#: packets are not perfectly spread; the estimator keeps the average at the target.
+#: Pacing rate ÷ target. A backlogged sender (bulk embeddings) sends exactly at the
+#: pacing rate, so anything above 1 would run ahead of the estimate; the estimator's own
+#: increase is what finds more capacity.
 K_PACING_GAIN = 1.0
 #: Seconds of pacing handed to aioquic at a time (its queue is first in, first out).
 K_HANDOFF = 0.02  # seconds
@@ -123,7 +124,6 @@ class RateController:
         """Probe clusters started."""
         self.padding_bytes = 0
         """PADDING bytes sent for probes."""
-        self._now = 0.0
         self._shares: dict[int, float] = {}
         self._announced: dict[int, float] = {}
         self._rates: dict[int, float] = {}
@@ -175,7 +175,6 @@ class RateController:
 
     def on_timer(self, now: float) -> None:
         """Estimator timers and probe bookkeeping; call from the session's timer."""
-        self._now = now
         timer = self.estimator.get_timer()
         if timer is not None and now >= timer:
             self.estimator.on_timer(now=now)
@@ -282,6 +281,10 @@ class RateController:
         self._floor_bps = sum(realtime) * K_FLOOR_HEADROOM + (K_FLOOR_EXTRA if realtime
                                                               else 0.0)
         self._shares = allocate(self.estimator.target_bps, demands)
+        # channels closed since the last split leave every table
+        for table in (self._announced, self._rates, self._sent_marks):
+            for cid in [c for c in table if c not in self._shares]:
+                del table[cid]
         changes = []
         for cid, share in self._shares.items():
             old = self._announced.get(cid)
@@ -289,11 +292,6 @@ class RateController:
                 self._announced[cid] = share
                 changes.append((cid, share))
         return changes
-
-    def forget(self, channel_id: int) -> None:
-        """A channel closed."""
-        for table in (self._shares, self._announced, self._rates, self._sent_marks):
-            table.pop(channel_id, None)
 
     def share(self, channel_id: int) -> float | None:
         """The channel's current share of the estimate, bits per second."""

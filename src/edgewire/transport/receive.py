@@ -225,13 +225,15 @@ class Receiver:
         if qos.drop_late and qos.deadline_ms is not None and latency > qos.deadline_ms / 1000.0:
             stats.late += 1
             self._push(FrameLost(channel_id=state.channel_id, frame_id=frame_id, reason="late"))
-            return
-        stats.delivered += 1
-        stats.delivered_bytes += len(payload)
-        stats.latency.add(latency)
-        self._push(MessageReceived(channel_id=state.channel_id, payload=payload,
-                                   timestamp=capture, latency=latency, frame_id=frame_id,
-                                   keyframe=keyframe))
+        else:
+            stats.delivered += 1
+            stats.delivered_bytes += len(payload)
+            stats.latency.add(latency)
+            self._push(MessageReceived(channel_id=state.channel_id, payload=payload,
+                                       timestamp=capture, latency=latency, frame_id=frame_id,
+                                       keyframe=keyframe))
+        if state.closed_remote:
+            self._maybe_report_closed(state, now)
 
     def _hold_early(self, channel_id: int, data: bytes, now: float) -> None:
         peer_parity = 1 if self.is_client else 0
@@ -335,6 +337,8 @@ class Receiver:
         for state in self._channels.values():
             if state.reassembler._partial:
                 timer = earliest(timer, state.reassembler.next_deadline())
+            if state.close_by is not None and not state.close_reported:
+                timer = earliest(timer, state.close_by)
         return timer
 
     def _expire_receive(self, now: float) -> None:
@@ -343,25 +347,36 @@ class Receiver:
             self._early.popleft()
             self._counters.unknown_channel_datagrams += 1
         for state in self._channels.values():
-            if not len(state.reassembler):
-                continue
-            for fid in state.reassembler.expire(now):
-                state.stats.lost += 1
-                self._push(FrameLost(channel_id=state.channel_id, frame_id=fid,
-                                     reason="incomplete"))
+            if len(state.reassembler):
+                for fid in state.reassembler.expire(now):
+                    state.stats.lost += 1
+                    self._push(FrameLost(channel_id=state.channel_id, frame_id=fid,
+                                         reason="incomplete"))
+            if state.close_by is not None and not state.close_reported:
+                self._maybe_report_closed(state, now)
 
-    def _on_close_channel(self, channel_id: int, messages: int) -> None:
+    def _on_close_channel(self, channel_id: int, messages: int, now: float) -> None:
         state = self._channels.get(channel_id)
         if state is None or state.closed_remote:
             raise RemoteProtocolError(f"close for channel {channel_id} that is not open",
                                       error_code=ErrorCode.CONTROL_PROTOCOL_ERROR)
         state.closed_remote = True
-        state.close_after = messages if state.info.qos.reliable else 0
-        self._maybe_report_closed(state)
+        state.close_after = messages
+        qos = state.info.qos
+        if not qos.reliable and qos.deadline_ms is not None:
+            # frames sent before the close may still be on their way in datagrams; some
+            # never come (lost, or expired at the sender), so wait one deadline at most
+            state.close_by = now + qos.deadline_ms / 1000.0
+        self._maybe_report_closed(state, now)
 
-    def _maybe_report_closed(self, state: ChannelState) -> None:
+    def _maybe_report_closed(self, state: ChannelState, now: float | None = None) -> None:
+        stats = state.stats
+        accounted = stats.delivered + stats.malformed
+        if state.close_by is not None:
+            accounted += stats.lost + stats.late
         if state.closed_remote and not state.close_reported and (
-            state.stats.delivered + state.stats.malformed >= state.close_after
+            accounted >= state.close_after
+            or (state.close_by is not None and now is not None and now >= state.close_by)
         ):
             state.close_reported = True
             self._push(ChannelClosed(channel_id=state.channel_id))

@@ -706,7 +706,7 @@ class Session(Receiver):
                                               bursts=msg.bursts,
                                               rtt=quicstats.smoothed_rtt(self.quic), now=now)
         elif isinstance(msg, ctl.CloseChannel):
-            self._on_close_channel(msg.channel_id, msg.messages)
+            self._on_close_channel(msg.channel_id, msg.messages, now)
         elif isinstance(msg, ctl.AppMessage):
             self._push(AppMessageReceived(body=msg.body))
         else:
