@@ -39,6 +39,29 @@ def test_allocation_follows_priority() -> None:
     assert tight[7] == 0
 
 
+def test_real_time_floor_counts_recovery_bytes() -> None:
+    """A call repairing heavy loss sends parity beside its media: the floor under the
+    estimate covers both, so loss read as congestion cannot throttle the repair."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    from edgewire.transport.ratecontrol import K_FLOOR_EXTRA, K_FLOOR_HEADROOM, RateController
+
+    rc = RateController(QuicConnection(configuration=QuicConfiguration(is_client=True)))
+    media = recovery = 0
+    for i in range(11):  # 2 s of 32 kbit/s audio with 64 kbit/s of parity, allocation at 5 Hz
+        rc.reallocate(i * 0.2, [(1, 0, ChannelKind.AUDIO, media, recovery),
+                                (2, 2, ChannelKind.VIDEO, 100 * media, 0)])
+        media += 800
+        recovery += 1600
+    assert rc.send_rate_bps == pytest.approx(K_FLOOR_HEADROOM * 96_000 + K_FLOOR_EXTRA,
+                                             rel=0.01)
+    assert rc.share(1) == pytest.approx(64_000, rel=0.01)  # from the media rate alone
+    # video's recovery bytes do not raise the floor
+    rc.reallocate(2.2, [(2, 2, ChannelKind.VIDEO, 10**9, 10**9)])
+    assert rc.send_rate_bps == rc.estimator.target_bps
+
+
 def test_constant_bottleneck_high_utilization_low_delay(tmp_path: Path) -> None:
     sc = parse_scenario({
         "name": "constant", "duration_s": 20, "seed": 1,

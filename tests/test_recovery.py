@@ -394,6 +394,33 @@ def test_arq_recovers_when_the_rtt_allows() -> None:
     assert arq["recovery"]["overhead"] < 0.15
 
 
+def test_bursty_loss_repair_is_not_throttled_by_the_estimate() -> None:
+    """Under bursty loss the estimate sinks to its minimum (the loss reads as congestion),
+    while FEC needs two to three times the media rate: the real-time floor carries it."""
+    loss = {"model": "gilbert", "rate": 0.05, "burst": 4}
+    plain = _audio(loss, "none", seconds=30)
+    rec = _audio(loss, "auto", seconds=30)
+    assert rec["late"] <= 3  # parity and media leave when they are due
+    assert rec["on_time_ratio"] > 0.985
+    assert rec["on_time_ratio"] - plain["on_time_ratio"] > 0.04
+
+
+def test_video_arq_at_5_percent_random_loss() -> None:
+    """Random loss must not walk the estimate below the video's rate: frames held in the
+    sender's queue would miss their deadline whatever recovery does."""
+    sc = parse_scenario({
+        "name": "video", "duration_s": 40, "seed": 1,
+        "link": {"delay_ms": 40, "rate_kbps": 10_000, "queue_packets": 200,
+                 "loss": {"model": "bernoulli", "rate": 0.05}},
+        "traffic": {"up": {"video": {"bitrate_kbps": 1500, "fps": 30, "deadline_ms": 300,
+                                     "adapt": False}}},
+        "transport": {"recovery": "arq"},
+    })
+    video = run_scenario(sc)["channels"]["up"]["video"]
+    assert video["on_time_ratio"] > 0.985
+    assert video["recovery"]["receiver"]["recovered_arq"] > 150
+
+
 def test_no_retransmission_storm_after_a_blackout() -> None:
     sc = parse_scenario({
         "name": "blackout", "duration_s": 6, "seed": 1,

@@ -56,8 +56,8 @@ K_HANDOFF = 0.02  # seconds
 K_MAX_PACKET = 1200
 #: Audio and tokens are never held below what they send: random loss (which a loss-based
 #: estimate reads as congestion) must not silence a call. The floor is their measured
-#: send rate times this headroom, which covers FEC parity, retransmissions and the per
-#: packet overhead of small packets (QUIC header and AEAD tag are a third of an audio
+#: send rate, FEC parity and retransmissions included, times this headroom, which covers
+#: the per packet overhead of small packets (QUIC header and AEAD tag are a third of an audio
 #: packet), plus K_FLOOR_EXTRA for the feedback, NACKs and reports that go with them.
 K_FLOOR_HEADROOM = 4.0
 K_FLOOR_EXTRA = 32_000.0
@@ -257,34 +257,35 @@ class RateController:
         """True when the shares should be recomputed."""
         return now >= self._next_allocation
 
-    def reallocate(self, now: float, channels: Iterable[tuple[int, int, ChannelKind, int]]
+    def reallocate(self, now: float,
+                   channels: Iterable[tuple[int, int, ChannelKind, int, int]]
                    ) -> list[tuple[int, float]]:
-        """Measure each local channel's send rate from (id, priority, kind, bytes sent so
-        far), split the target and return the (channel, share) changes worth announcing."""
+        """Measure each local channel's send rate from (id, priority, kind, media bytes
+        sent so far, recovery bytes sent so far), split the target and return the
+        (channel, share) changes worth announcing. Shares follow the media rate; the
+        real-time floor counts parity and retransmissions too, since a call's recovery
+        must not be throttled by the loss it repairs."""
         self._next_allocation = now + K_ALLOCATION_INTERVAL
         elapsed = None if self._last_allocation is None else now - self._last_allocation
         self._last_allocation = now
         demands = []
-        for cid, priority, kind, sent in channels:
-            prev = self._sent_marks.get(cid)
-            self._sent_marks[cid] = sent
-            rate = self._rates.get(cid, 0.0)
-            if prev is not None and elapsed:
-                measured = (sent - prev) * 8 / elapsed
-                rate = measured if cid not in self._rates else (
-                    K_RATE_SMOOTHING * measured + (1 - K_RATE_SMOOTHING) * rate)
-            self._rates[cid] = rate
+        realtime = 0.0
+        for cid, priority, kind, sent, extra in channels:
+            rate = self._measure(cid, sent, elapsed)
             demands.append(ChannelDemand(channel_id=cid, priority=priority, kind=kind,
                                          rate_bps=rate))
-        realtime = [d.rate_bps for d in demands
-                    if d.kind in (ChannelKind.AUDIO, ChannelKind.TOKENS)]
-        self._floor_bps = sum(realtime) * K_FLOOR_HEADROOM + (K_FLOOR_EXTRA if realtime
-                                                              else 0.0)
+            if kind in (ChannelKind.AUDIO, ChannelKind.TOKENS):
+                realtime += rate + self._measure(-1 - cid, extra, elapsed)
+        has_realtime = any(d.kind in (ChannelKind.AUDIO, ChannelKind.TOKENS)
+                           for d in demands)
+        self._floor_bps = realtime * K_FLOOR_HEADROOM + (K_FLOOR_EXTRA if has_realtime
+                                                         else 0.0)
         self._shares = allocate(self.estimator.target_bps, demands)
         # channels closed since the last split leave every table
         for table in (self._announced, self._rates, self._sent_marks):
-            for cid in [c for c in table if c not in self._shares]:
-                del table[cid]
+            for key in [c for c in table
+                        if c not in self._shares and -1 - c not in self._shares]:
+                del table[key]
         changes = []
         for cid, share in self._shares.items():
             old = self._announced.get(cid)
@@ -292,6 +293,19 @@ class RateController:
                 self._announced[cid] = share
                 changes.append((cid, share))
         return changes
+
+    def _measure(self, key: int, sent: int, elapsed: float | None) -> float:
+        """Smoothed rate of a byte counter (``key``: a channel id, or -1 - id for its
+        recovery bytes)."""
+        prev = self._sent_marks.get(key)
+        self._sent_marks[key] = sent
+        rate = self._rates.get(key, 0.0)
+        if prev is not None and elapsed:
+            measured = (sent - prev) * 8 / elapsed
+            rate = measured if key not in self._rates else (
+                K_RATE_SMOOTHING * measured + (1 - K_RATE_SMOOTHING) * rate)
+        self._rates[key] = rate
+        return rate
 
     def share(self, channel_id: int) -> float | None:
         """The channel's current share of the estimate, bits per second."""

@@ -500,6 +500,11 @@ class SendRecovery:
         self.burst = self._lost_w / self._bursts_w if self._bursts_w > 0 else 1.0
         self.update_policy(rtt)
 
+    @property
+    def recovery_bytes(self) -> int:
+        """Parity and retransmitted bytes sent so far."""
+        return self.stats.fec_bytes + self.stats.retransmitted_bytes
+
     def update_policy(self, rtt: float) -> None:
         """Choose the protection for the current loss, RTT and datagram spacing."""
         self.protection = choose_protection(self.config, loss=self.loss, burst=self.burst,

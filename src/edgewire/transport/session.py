@@ -587,7 +587,8 @@ class Session(Receiver):
         rate = self._rate
         rate.on_timer(now)
         if self._local_sending and rate.allocation_due(now):
-            local = [(cid, s.info.qos.priority, s.info.kind, s.stats.sent_bytes)
+            local = [(cid, s.info.qos.priority, s.info.kind, s.stats.sent_bytes,
+                      s.send_recovery.recovery_bytes if s.send_recovery is not None else 0)
                      for cid, s in self._channels.items()
                      if s.info.local and not s.closed_local]
             target = rate.target_bps

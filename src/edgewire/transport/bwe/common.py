@@ -140,7 +140,7 @@ class FeedbackEstimator(BandwidthEstimator):
             c["packets_received"] += 1
             self._acked.add(arrival, p.size_bytes)
             self._on_received(p, arrival)
-        self._loss.on_report(received=received, lost=lost, recovered=recovered)
+        self._loss.on_report(now=now, received=received, lost=lost, recovered=recovered)
         self._update(now)
 
     def on_timer(self, *, now: float) -> None:
@@ -200,6 +200,7 @@ class FeedbackEstimator(BandwidthEstimator):
             "loss_based_bps": self._loss.estimate_bps,
             "acked_bps": acked,
             "loss_rate": self._loss.loss_rate,
+            "inherent_loss": self._loss.inherent_loss,
             "rtt": self._rtt,
             **self._counters,
             "tracked_sequences": len(self._seen),

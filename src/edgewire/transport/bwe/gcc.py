@@ -74,6 +74,7 @@ class GccEstimator(FeedbackEstimator):
                 self._probes.follow_up(request, result, now)
             best = result if best is None else max(best, result)
         before = aimd.estimate_bps
+        self._loss.note_delay(calm=signal == "normal")
         if signal == "overusing":
             recent = self._acked.recent_bps(self._config.acked_recent_span)
             delivered = recent if recent is not None else acked
