@@ -559,7 +559,10 @@ def test_probe_on_a_1mbps_bottleneck_stays_near_1mbps() -> None:
     bench.run(4.0)
     assert max(bench.targets(0.0, 4.0)) <= 1.1 * 1_000_000
     assert max(bench.targets(0.0, 0.5)) >= 0.8 * 1_000_000  # and found it at once
-    assert [r.rate_bps for r in bench.requests] == [900_000, 1_800_000]
+    rates = [r.rate_bps for r in bench.requests]
+    assert rates[:2] == [900_000, 1_800_000]
+    # later ones are the busy sender's look for more, at most one per busy_interval
+    assert est.state()["probes_busy"] == len(rates) - 2 <= 4.0 / ProbeConfig().busy_interval
 
 
 def test_periodic_probes_while_application_limited() -> None:
@@ -572,8 +575,14 @@ def test_periodic_probes_while_application_limited() -> None:
     est = create_estimator("gcc")
     Bench(est, Path(10_000_000), app_bps=0.0).run(12.0)
     assert est.state()["probes_sent"] == initial
-    # sending at the target (not application-limited): no periodic probes
+    # sending at the target (not application-limited): no periodic probes, only the
+    # busy sender's, when the path shows no queue, at most one per busy_interval
     est = create_estimator("gcc")
+    Bench(est, Path(2_000_000)).run(12.0)
+    state = est.state()
+    assert state["probes_sent"] == 3 + state["probes_busy"]
+    assert state["probes_busy"] <= 12.0 / ProbeConfig().busy_interval
+    est = create_estimator("gcc", BweConfig(probe=ProbeConfig(busy_interval=0.0)))
     Bench(est, Path(2_000_000)).run(12.0)
     assert est.state()["probes_sent"] == 3
 

@@ -1,7 +1,7 @@
 """AIMD rate control of the delay-based estimate (draft-ietf-rmcat-gcc section 5.5).
 
 The detector's signal drives a three-state machine: overuse cuts the rate to a fraction of
-what the path delivered, underuse holds it while the queue drains, normal lets it grow.
+what the path delivered (a smaller one when a long queue has to drain), underuse holds it while the queue drains, normal lets it grow.
 Growth is multiplicative while the rate is far from any capacity seen before and additive
 (about a packet per round trip) near it, so the rate hovers close to the capacity instead of
 overshooting it in large steps.
@@ -119,13 +119,14 @@ class AimdRateControl:
         return acked_bps is not None and acked_bps < cfg.reduce_acked_fraction * self.estimate_bps
 
     def update(self, signal: DetectorState, *, acked_bps: float | None, rtt: float,
-               now: float) -> float:
-        """Apply the detector's signal; returns the new estimate."""
+               now: float, queue_delay: float | None = None) -> float:
+        """Apply the detector's signal; returns the new estimate. ``queue_delay`` (s), when
+        known, deepens a cut so that a long queue drains (``drain_threshold``)."""
         self._transition(signal, now)
         if self.state == "increase":
             self._increase(acked_bps, rtt, now)
         elif self.state == "decrease":
-            self._decrease(acked_bps, now)
+            self._decrease(acked_bps, now, queue_delay)
         self._last_update = now
         return self.estimate_bps
 
@@ -179,15 +180,23 @@ class AimdRateControl:
         self.estimate_bps = self._clamp(new)
         self._last_change = now
 
-    def _decrease(self, acked_bps: float | None, now: float) -> None:
+    def _beta(self, queue_delay: float | None) -> float:
         cfg = self._config
+        if queue_delay is None or queue_delay <= cfg.drain_threshold:
+            return cfg.beta
+        return min(cfg.beta, max(cfg.min_drain_beta, 1.0 - queue_delay / cfg.drain_time))
+
+    def _decrease(self, acked_bps: float | None, now: float,
+                  queue_delay: float | None = None) -> None:
+        cfg = self._config
+        beta = self._beta(queue_delay)
         if acked_bps is None:
-            new = cfg.beta * self.estimate_bps
+            new = beta * self.estimate_bps
         else:
-            new = cfg.beta * acked_bps
+            new = beta * acked_bps
             capacity = self.capacity.estimate_bps
             if new > self.estimate_bps and capacity is not None:
-                new = cfg.beta * capacity
+                new = beta * capacity
             lower = self.capacity.lower_bps()
             if lower is not None and acked_bps < lower:
                 # far below what overuse used to happen at: the capacity itself dropped

@@ -193,6 +193,10 @@ class FeedbackEstimator(BandwidthEstimator):
         # an idle sender is not "limited": probing a silent connection would only wake it
         return rate is not None and 0 < rate < self._config.probe.alr_fraction * self._target
 
+    def _sending_at_target(self, now: float) -> bool:
+        rate = self._send.rate_bps(now)
+        return rate is not None and rate >= self._config.probe.alr_fraction * self._target
+
     def _common_state(self) -> dict[str, Any]:
         acked = self._acked.rate_bps()
         return {

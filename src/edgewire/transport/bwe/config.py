@@ -156,6 +156,17 @@ class AimdConfig:
     """...(upper bound of that interval)..."""
     reduce_acked_fraction: float = 0.5
     """...unless the acked rate fell below this fraction of the estimate (cut at once)."""
+    drain_threshold: float = 0.04
+    """Queueing delay (s) above which an overuse cut also drains the queue: a cut to
+    ``beta`` x the delivered rate empties a queue at only ``1 - beta`` of the capacity..."""
+    drain_time: float = 1.0
+    """...so the cut goes to (1 - queueing delay / drain_time) x the delivered rate, which
+    empties the queue in about ``drain_time`` seconds..."""
+    min_drain_beta: float = 0.5
+    """...but never below this fraction of the delivered rate."""
+    base_delay_window: float = 10.0
+    """Seconds over which the smallest one-way delay (the path without a queue) is kept;
+    the queueing delay is the latest feedback's smallest one-way delay above it."""
 
     def __post_init__(self) -> None:
         _fraction("aimd.beta", self.beta)
@@ -180,6 +191,11 @@ class AimdConfig:
                  and self.reduce_interval_max >= self.reduce_interval_min,
                  "aimd.reduce_interval_max must be finite and >= reduce_interval_min")
         _fraction("aimd.reduce_acked_fraction", self.reduce_acked_fraction)
+        _positive("aimd.drain_threshold", self.drain_threshold)
+        _positive("aimd.drain_time", self.drain_time)
+        _fraction("aimd.min_drain_beta", self.min_drain_beta)
+        _require(self.min_drain_beta <= self.beta, "aimd.min_drain_beta must be <= aimd.beta")
+        _positive("aimd.base_delay_window", self.base_delay_window)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,6 +275,12 @@ class ProbeConfig:
     """Seconds between probes while the application sends less than the estimate."""
     periodic_factor: float = 2.0
     """Periodic probes run at this multiple of the estimate."""
+    busy_interval: float = 2.0
+    """Seconds between probes while the application sends all the estimate allows but
+    the path shows no queue (0: never): the capacity may have grown, and a sender at its
+    estimate cannot show it. Counted from the last probe or decrease."""
+    busy_queue_max: float = 0.01
+    """Most queueing delay (s) at which such a probe is sent."""
     alr_fraction: float = 0.6
     """Application-limited: sent less than this fraction of the target over ``alr_window``."""
     alr_window: float = 1.0
@@ -292,6 +314,10 @@ class ProbeConfig:
         _positive("probe.periodic_interval", self.periodic_interval)
         _require(_finite(self.periodic_factor) and self.periodic_factor > 1.0,
                  "probe.periodic_factor must be > 1")
+        _require(_finite(self.busy_interval) and self.busy_interval >= 0,
+                 "probe.busy_interval must be finite and >= 0")
+        _require(_finite(self.busy_queue_max) and self.busy_queue_max >= 0,
+                 "probe.busy_queue_max must be finite and >= 0")
         _fraction("probe.alr_fraction", self.alr_fraction)
         _positive("probe.alr_window", self.alr_window)
         _positive("probe.cluster_timeout", self.cluster_timeout)

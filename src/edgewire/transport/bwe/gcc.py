@@ -38,6 +38,15 @@ class GccEstimator(FeedbackEstimator):
                                        max_bps=config.max_bps)
         self._probe_results_applied = 0
         self._probe_results_ignored = 0
+        # one-way delay (receiver clock - sender clock, offset included): the smallest of
+        # the current and the previous base_delay_window, and of the latest feedback
+        self._base_window_start: float | None = None
+        self._base_min = float("inf")
+        self._base_prev = float("inf")
+        self._batch_min = float("inf")
+        self.queue_delay: float | None = None
+        """Queueing delay (s) the latest feedback showed, above the smallest one-way delay
+        of the last one to two ``aimd.base_delay_window`` (None before any)."""
         self._resets_seen = 0
 
     # ------------------------------------------------------------------ hooks
@@ -46,6 +55,9 @@ class GccEstimator(FeedbackEstimator):
         self._probes.start(now)
 
     def _on_received(self, p: PacketResult, arrival: float) -> None:
+        owd = arrival - p.send_time
+        if owd < self._batch_min:
+            self._batch_min = owd
         if p.probe_cluster is not None:
             self._probes.on_packet(p.probe_cluster, p.send_time, arrival, p.size_bytes)
         delta = self._inter_arrival.on_packet(p.send_time, arrival)
@@ -53,14 +65,29 @@ class GccEstimator(FeedbackEstimator):
             # the receiver clock jumped: arrival times before it are meaningless now
             self._resets_seen = self._inter_arrival.resets
             self._acked.reset()
+            self._base_min = self._base_prev = float("inf")
         if delta is None:
             return
         trend = self._trendline.update(delta)
         self._detector.detect(trend, send_delta=delta.send_delta,
                               samples=self._trendline.samples, now=delta.arrival_time)
 
+    def _note_queue_delay(self, now: float) -> None:
+        batch, self._batch_min = self._batch_min, float("inf")
+        if batch == float("inf"):
+            return
+        window = self._config.aimd.base_delay_window
+        if self._base_window_start is None:
+            self._base_window_start = now
+        elif now - self._base_window_start >= window:
+            self._base_prev, self._base_min = self._base_min, float("inf")
+            self._base_window_start = now
+        self._base_min = min(self._base_min, batch)
+        self.queue_delay = max(0.0, batch - min(self._base_min, self._base_prev))
+
     def _update(self, now: float) -> None:
         aimd = self._aimd
+        self._note_queue_delay(now)
         self._probes.expire(now)
         acked = self._acked.rate_bps()
         signal = self._detector.state
@@ -79,7 +106,8 @@ class GccEstimator(FeedbackEstimator):
             recent = self._acked.recent_bps(self._config.acked_recent_span)
             delivered = recent if recent is not None else acked
             if aimd.time_to_reduce_further(now=now, acked_bps=delivered, rtt=self._rtt):
-                aimd.update(signal, acked_bps=delivered, rtt=self._rtt, now=now)
+                aimd.update(signal, acked_bps=delivered, rtt=self._rtt, now=now,
+                            queue_delay=self.queue_delay)
         elif best is not None and best > aimd.estimate_bps:
             aimd.set_estimate(best, now=now)
             self._loss.raise_to(aimd.estimate_bps)
@@ -95,7 +123,9 @@ class GccEstimator(FeedbackEstimator):
     def _set_target(self, now: float) -> None:
         self._target = self._clamp(min(self._aimd.estimate_bps, self._loss.estimate_bps))
         self._probes.on_estimate(target_bps=self._target, app_limited=self._app_limited(now),
-                                 detector_normal=self._detector.state == "normal", now=now)
+                                 detector_normal=self._detector.state == "normal", now=now,
+                                 queue_delay=self.queue_delay,
+                                 at_target=self._sending_at_target(now))
 
     def _on_timeout(self, now: float) -> None:
         before = self._aimd.estimate_bps
@@ -107,7 +137,9 @@ class GccEstimator(FeedbackEstimator):
     def _on_timer(self, now: float) -> None:
         self._probes.on_timer(now)
         self._probes.on_estimate(target_bps=self._target, app_limited=self._app_limited(now),
-                                 detector_normal=self._detector.state == "normal", now=now)
+                                 detector_normal=self._detector.state == "normal", now=now,
+                                 queue_delay=self.queue_delay,
+                                 at_target=self._sending_at_target(now))
 
     def _next_deadline(self) -> float | None:
         return self._probes.next_deadline()
@@ -131,11 +163,13 @@ class GccEstimator(FeedbackEstimator):
             "trend": self._detector.trend,
             "threshold": self._detector.threshold,
             "link_capacity_bps": self._aimd.capacity.estimate_bps,
+            "queue_delay": self.queue_delay,
             "delay_decreases": self._aimd.decreases,
             "loss_decreases": self._loss.decreases,
             "probes_sent": probes.sent,
             "probes_succeeded": probes.succeeded,
             "probes_failed": probes.failed,
+            "probes_busy": probes.busy_probes,
             "probes_dropped": probes.dropped,
             "probe_results_applied": self._probe_results_applied,
             "probe_results_ignored": self._probe_results_ignored,

@@ -103,6 +103,9 @@ class ProbeController:
         """Clusters that timed out without a result."""
         self.dropped = 0
         """Clusters forgotten before their time because too many were outstanding."""
+        self.busy_probes = 0
+        """Clusters sent while the application used all of the estimate (busy_interval)."""
+        self._last_decrease: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -194,6 +197,7 @@ class ProbeController:
 
     def on_decrease(self, before_bps: float, after_bps: float, now: float) -> None:
         """Note a cut of the estimate; a large one arms the after-drop probe."""
+        self._last_decrease = now
         if after_bps < self._config.drop_fraction * before_bps:
             prior = self._drop
             # several cuts in a row count as one drop from where they started
@@ -202,8 +206,10 @@ class ProbeController:
             self._drop = (before_bps, now)
 
     def on_estimate(self, *, target_bps: float, app_limited: bool, detector_normal: bool,
-                    now: float) -> None:
-        """After each estimate update: periodic and after-drop probes."""
+                    now: float, queue_delay: float | None = None,
+                    at_target: bool = False) -> None:
+        """After each estimate update: periodic, busy-sender and after-drop probes
+        (``at_target``: the application sends about all the estimate allows)."""
         cfg = self._config
         self._app_limited = app_limited
         if not cfg.enabled or not self._started:
@@ -211,7 +217,21 @@ class ProbeController:
         drop = self._drop
         if drop is not None and now - drop[1] > cfg.drop_window:
             self._drop = drop = None
-        if self.busy or not app_limited:
+        if self.busy:
+            return
+        if not app_limited:
+            if not at_target:
+                return  # idle: probing would only wake the connection
+            # a sender at its estimate cannot show the path carries more; while the path
+            # shows no queue, look now and then (the exponential follow-up does the rest)
+            quiet_since = max(t for t in (self._last_probe, self._last_decrease, 0.0)
+                              if t is not None)
+            if (cfg.busy_interval > 0 and detector_normal and queue_delay is not None
+                    and queue_delay <= cfg.busy_queue_max
+                    and now - quiet_since >= cfg.busy_interval
+                    and target_bps < self._max_bps):
+                self.busy_probes += 1
+                self._enqueue(cfg.periodic_factor * target_bps, now)
             return
         if drop is not None and detector_normal:
             self._drop = None
