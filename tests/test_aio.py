@@ -44,8 +44,10 @@ async def test_four_channels_over_loopback(cert_pair: tuple[str, str]) -> None:
     port = server.address[1]
     array = np.random.default_rng(1).standard_normal((8, 768)).astype(np.float32)
     # 20 video frames of 30 kB in 0.1 s are 48 Mbit/s: a loopback link carries them, but
-    # an estimate starting at 300 kbit/s would (rightly) let most of them expire
-    fast = SessionConfig(bwe=BweConfig(start_bps=100_000_000))
+    # an estimate starting at 300 kbit/s would (rightly) let most of them expire. A start
+    # far above what the receiving Python process can take (100 Mbit/s here) loses
+    # packets in its socket buffer until the first feedback comes back (docs/BWE.md)
+    fast = SessionConfig(bwe=BweConfig(start_bps=20_000_000))
     async with edgewire.connect(f"edgewire://localhost:{port}", cafile=cert_pair[0],
                                 config=fast) as conn:
         audio = await conn.channel("audio")

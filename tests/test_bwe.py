@@ -872,3 +872,23 @@ def test_inherent_loss_is_capped_and_congestion_still_backs_off() -> None:
         fresh.on_report(now=i * 0.1, received=92, lost=8, recovered=0)
         fresh.update(now=i * 0.1, rtt=0.05, limit_bps=None, cap_bps=None)
     assert fresh.inherent_loss == 0.0
+
+
+@pytest.mark.parametrize(("queue_delay", "factor"),
+                         [(None, 0.85), (0.02, 0.85), (0.3, 0.7), (0.6, 0.5), (2.0, 0.5)])
+def test_overuse_cut_drains_a_long_queue(queue_delay: float | None, factor: float) -> None:
+    aimd = AimdRateControl(AimdConfig(), start_bps=2_000_000, min_bps=30_000,
+                           max_bps=100_000_000)
+    aimd.update("overusing", acked_bps=500_000, rtt=0.05, now=1.0, queue_delay=queue_delay)
+    assert aimd.estimate_bps == pytest.approx(factor * 500_000)
+
+
+def test_gcc_measures_queueing_delay_above_the_base_delay() -> None:
+    gcc = create_estimator("gcc")
+    bench = Bench(gcc, Path(1_000_000, delay=0.03))
+    bench.run(6.0)
+    # a sender at a 1 Mbit/s bottleneck keeps its queue short; the base delay is the
+    # propagation plus one packet's serialisation, so what is left is queueing alone
+    assert gcc.state()["queue_delay"] is not None
+    assert 0.0 <= gcc.state()["queue_delay"] <= 0.05
+    assert max(s["queue_delay"] or 0.0 for _, _, s in bench.trace) > 0.0

@@ -108,3 +108,37 @@ def test_adaptive_video_follows_its_share() -> None:
     # a 2.5 Mbit/s source on an 800 kbit/s link is turned down below the link rate
     assert ladder["changes"] > 0
     assert ladder["bitrate_kbps"] < 800
+
+
+def test_step_down_and_up_goals() -> None:
+    """2 -> 0.5 -> 2 Mbit/s (bench bwe's step, 40 s): the estimate follows the step down
+    within 2 s, the queue left by it drains under 50 ms (p95) within 3 s, and the estimate
+    is back at 80 % of 2 Mbit/s within 5 s of the step up."""
+    from edgewire.cli.bench_bwe import _step_figures, scenarios
+
+    table = next(t for t in scenarios(20.0, None) if t["name"].startswith("step"))
+    result = run_scenario(parse_scenario({**table, "seed": 1,
+                                          "transport": {"cc": "edgewire"}}))
+    fig = _step_figures(result, 20.0)
+    assert fig["down_estimate_within_20pct_s"] is not None
+    assert fig["down_estimate_within_20pct_s"] <= 2.0
+    assert fig["down_queue_p95_under_50ms_s"] is not None
+    assert fig["down_queue_p95_under_50ms_s"] <= 3.0
+    assert fig["up_estimate_80pct_s"] is not None
+    assert fig["up_estimate_80pct_s"] <= 5.0
+    assert result["bwe"]["state"]["probes_busy"] >= 1
+
+
+def test_bench_bwe_refuses_options_that_select_nothing(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from edgewire.cli.bench_bwe import add_bench_bwe_arguments, main_bench_bwe
+
+    parser = argparse.ArgumentParser()
+    add_bench_bwe_arguments(parser)
+    assert main_bench_bwe(parser.parse_args(["--only", "traces-typo"])) == 2
+    out = capsys.readouterr().out
+    assert "matches no scenario" in out and "constant-2mbps" in out
+    assert main_bench_bwe(parser.parse_args(["--schemes", "vegas"])) == 2
+    assert "unknown congestion controller" in capsys.readouterr().out

@@ -59,7 +59,7 @@ async def connect(
     cafile: str | None = None,
     insecure: bool = False,
     server_name: str | None = None,
-    congestion_control: str = "reno",
+    congestion_control: str = "edgewire",
     config: SessionConfig | None = None,
     handshake_timeout: float = 10.0,
     secrets_log_file: TextIO | None = None,

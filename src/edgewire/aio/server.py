@@ -133,7 +133,7 @@ async def serve(
     *,
     certfile: str,
     keyfile: str | None = None,
-    congestion_control: str = "reno",
+    congestion_control: str = "edgewire",
     config: SessionConfig | None = None,
     secrets_log_file: TextIO | None = None,
 ) -> Server:

@@ -161,10 +161,13 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
     traces = _trace_dir()
     out: dict[str, Any] = {}
     plots: list[str] = []
-    for table in scenarios(seconds, traces):
+    tables = [t for t in scenarios(seconds, traces)
+              if not only or any(o in t["name"] for o in only)]
+    if not tables:
+        known = ", ".join(t["name"] for t in scenarios(seconds, traces))
+        raise ValueError(f"--only {','.join(only)!r} matches no scenario (scenarios: {known})")
+    for table in tables:
         name = table["name"]
-        if only and not any(o in name for o in only):
-            continue
         rows: dict[str, Any] = {}
         for scheme in schemes:
             if progress:
@@ -288,9 +291,13 @@ def main_bench_bwe(args: argparse.Namespace, *,
               f"choose from {', '.join(congestion_control_names())}")
         return 2
     only = tuple(o.strip() for o in args.only.split(",") if o.strip())
-    result = run_bench_bwe(seconds=args.seconds, seed=args.seed, schemes=schemes, only=only,
-                           plot_dir=Path(args.plot) if args.plot else None,
-                           progress=progress)
+    try:
+        result = run_bench_bwe(seconds=args.seconds, seed=args.seed, schemes=schemes,
+                               only=only, plot_dir=Path(args.plot) if args.plot else None,
+                               progress=progress)
+    except ValueError as exc:
+        print(f"edgewire: error: {exc}")
+        return 2
     if args.json:
         print(json.dumps(result))
         return 0

@@ -70,12 +70,17 @@ class _RawServerProtocol(QuicConnectionProtocol):
             self.counter.add(len(event.data))
 
 
+#: Both contenders run aioquic's Reno: edgewire's own controller paces at the session's
+#: bandwidth estimate, which a raw aioquic connection has none of.
+K_CC = "reno"
+
 def _raw_config(is_client: bool, cert: Path, key: Path) -> QuicConfiguration:
     # same windows and datagram size as edgewire's own configuration; only ALPN differs
     base = quic_configuration(is_client=is_client, cafile=str(cert) if is_client else None,
                               certfile=None if is_client else str(cert),
                               keyfile=None if is_client else str(key),
-                              server_name="localhost" if is_client else None)
+                              server_name="localhost" if is_client else None,
+                              congestion_control=K_CC)
     base.alpn_protocols = [BENCH_ALPN]
     return base
 
@@ -149,11 +154,13 @@ async def _edgewire(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> 
             payload = msg.payload
             counter.add(payload.nbytes if isinstance(payload, np.ndarray) else len(payload))
 
-    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=str(cert),
+    server = await edgewire.serve("127.0.0.1", 0, handler, congestion_control=K_CC,
+                                  certfile=str(cert),
                                   keyfile=str(key))
     port = server.address[1]
     try:
-        async with edgewire.connect(f"localhost:{port}", cafile=str(cert)) as conn:
+        async with edgewire.connect(f"localhost:{port}", cafile=str(cert),
+                                    congestion_control=K_CC) as conn:
             stop = asyncio.Event()
             if mode == "datagram":
                 # a long deadline: this measures throughput, not timeliness

@@ -97,7 +97,7 @@ def quic_configuration(
     certfile: str | None = None,
     keyfile: str | None = None,
     certificate_pem: tuple[bytes, bytes] | None = None,
-    congestion_control: str = "reno",
+    congestion_control: str = "edgewire",
     idle_timeout: float = 30.0,
     max_datagram_size: int = 1200,
     secrets_log_file: TextIO | None = None,
