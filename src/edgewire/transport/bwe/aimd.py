@@ -1,7 +1,8 @@
 """AIMD rate control of the delay-based estimate (draft-ietf-rmcat-gcc section 5.5).
 
 The detector's signal drives a three-state machine: overuse cuts the rate to a fraction of
-what the path delivered (a smaller one when a long queue has to drain), underuse holds it while the queue drains, normal lets it grow.
+what the path delivered (a smaller one when a long queue has to drain), underuse holds it
+while the queue drains, normal lets it grow.
 Growth is multiplicative while the rate is far from any capacity seen before and additive
 (about a packet per round trip) near it, so the rate hovers close to the capacity instead of
 overshooting it in large steps.
@@ -188,7 +189,6 @@ class AimdRateControl:
 
     def _decrease(self, acked_bps: float | None, now: float,
                   queue_delay: float | None = None) -> None:
-        cfg = self._config
         beta = self._beta(queue_delay)
         if acked_bps is None:
             new = beta * self.estimate_bps
