@@ -6,13 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 
 from edgewire.netsim.bwe_report import plot_timeline
 from edgewire.netsim.run import run_scenario
 from edgewire.netsim.scenario import parse_scenario
 from edgewire.transport.qos import ChannelKind
 from edgewire.transport.quicstats import congestion_control_names
-from edgewire.transport.ratecontrol import ChannelDemand, allocate
+from edgewire.transport.ratecontrol import (
+    K_FLOOR_EXTRA,
+    K_FLOOR_HEADROOM,
+    ChannelDemand,
+    RateController,
+    allocate,
+)
 
 
 def test_controller_is_registered_with_aioquic() -> None:
@@ -42,11 +50,6 @@ def test_allocation_follows_priority() -> None:
 def test_real_time_floor_counts_recovery_bytes() -> None:
     """A call repairing heavy loss sends parity beside its media: the floor under the
     estimate covers both, so loss read as congestion cannot throttle the repair."""
-    from aioquic.quic.configuration import QuicConfiguration
-    from aioquic.quic.connection import QuicConnection
-
-    from edgewire.transport.ratecontrol import K_FLOOR_EXTRA, K_FLOOR_HEADROOM, RateController
-
     rc = RateController(QuicConnection(configuration=QuicConfiguration(is_client=True)))
     media = recovery = 0
     for i in range(11):  # 2 s of 32 kbit/s audio with 64 kbit/s of parity, allocation at 5 Hz

@@ -74,6 +74,7 @@ class _RawServerProtocol(QuicConnectionProtocol):
 #: bandwidth estimate, which a raw aioquic connection has none of.
 K_CC = "reno"
 
+
 def _raw_config(is_client: bool, cert: Path, key: Path) -> QuicConfiguration:
     # same windows and datagram size as edgewire's own configuration; only ALPN differs
     base = quic_configuration(is_client=is_client, cafile=str(cert) if is_client else None,

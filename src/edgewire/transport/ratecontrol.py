@@ -128,6 +128,8 @@ class RateController:
         self._announced: dict[int, float] = {}
         self._rates: dict[int, float] = {}
         self._sent_marks: dict[int, int] = {}
+        self._recovery_rates: dict[int, float] = {}  # parity + retransmissions, bits/s
+        self._recovery_marks: dict[int, int] = {}
         self._next_allocation = 0.0
         self._last_allocation: float | None = None
         self._floor_bps = 0.0
@@ -270,22 +272,23 @@ class RateController:
         self._last_allocation = now
         demands = []
         realtime = 0.0
+        has_realtime = False
         for cid, priority, kind, sent, extra in channels:
-            rate = self._measure(cid, sent, elapsed)
+            rate = self._measure(self._rates, self._sent_marks, cid, sent, elapsed)
             demands.append(ChannelDemand(channel_id=cid, priority=priority, kind=kind,
                                          rate_bps=rate))
             if kind in (ChannelKind.AUDIO, ChannelKind.TOKENS):
-                realtime += rate + self._measure(-1 - cid, extra, elapsed)
-        has_realtime = any(d.kind in (ChannelKind.AUDIO, ChannelKind.TOKENS)
-                           for d in demands)
+                has_realtime = True
+                realtime += rate + self._measure(self._recovery_rates,
+                                                 self._recovery_marks, cid, extra, elapsed)
         self._floor_bps = realtime * K_FLOOR_HEADROOM + (K_FLOOR_EXTRA if has_realtime
                                                          else 0.0)
         self._shares = allocate(self.estimator.target_bps, demands)
         # channels closed since the last split leave every table
-        for table in (self._announced, self._rates, self._sent_marks):
-            for key in [c for c in table
-                        if c not in self._shares and -1 - c not in self._shares]:
-                del table[key]
+        for table in (self._announced, self._rates, self._sent_marks,
+                      self._recovery_rates, self._recovery_marks):
+            for cid in [c for c in table if c not in self._shares]:
+                del table[cid]
         changes = []
         for cid, share in self._shares.items():
             old = self._announced.get(cid)
@@ -294,17 +297,19 @@ class RateController:
                 changes.append((cid, share))
         return changes
 
-    def _measure(self, key: int, sent: int, elapsed: float | None) -> float:
-        """Smoothed rate of a byte counter (``key``: a channel id, or -1 - id for its
-        recovery bytes)."""
-        prev = self._sent_marks.get(key)
-        self._sent_marks[key] = sent
-        rate = self._rates.get(key, 0.0)
+    @staticmethod
+    def _measure(rates: dict[int, float], marks: dict[int, int], cid: int, sent: int,
+                 elapsed: float | None) -> float:
+        """Smoothed rate of one channel's byte counter (``rates`` and ``marks`` hold the
+        rates and the counter values of the last allocation)."""
+        prev = marks.get(cid)
+        marks[cid] = sent
+        rate = rates.get(cid, 0.0)
         if prev is not None and elapsed:
             measured = (sent - prev) * 8 / elapsed
-            rate = measured if key not in self._rates else (
+            rate = measured if cid not in rates else (
                 K_RATE_SMOOTHING * measured + (1 - K_RATE_SMOOTHING) * rate)
-        self._rates[key] = rate
+        rates[cid] = rate
         return rate
 
     def share(self, channel_id: int) -> float | None:
