@@ -26,6 +26,7 @@ __all__ = [
     "ControlMessage",
     "Hello",
     "HelloAck",
+    "KeyframeRequest",
     "OpenChannel",
     "Ping",
     "Pong",
@@ -135,6 +136,15 @@ class RecoveryReport:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeyframeRequest:
+    """Receiver of a video channel cannot decode on without a keyframe (a frame was lost
+    or could not be decoded): the sender should make its next frame one."""
+
+    channel_id: int
+    """The video channel (one the receiving side did not open)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AppMessage:
     """Small application message on the control stream (reports, requests, decisions)."""
 
@@ -144,7 +154,7 @@ class AppMessage:
 
 ControlMessage = (
     Hello | HelloAck | ClockSync | Ping | Pong | OpenChannel | CloseChannel | RecoveryReport
-    | AppMessage
+    | KeyframeRequest | AppMessage
 )
 
 
@@ -176,6 +186,8 @@ def encode_control(msg: ControlMessage) -> bytes:
         case RecoveryReport():
             obj = {"t": "rx", "ch": msg.channel_id, "received": msg.received,
                    "lost": msg.lost, "bursts": msg.bursts}
+        case KeyframeRequest():
+            obj = {"t": "kf", "ch": msg.channel_id}
         case AppMessage():
             obj = {"t": "app", "body": msg.body}
     return bytes(cbor2.dumps(obj))
@@ -288,6 +300,8 @@ def decode_control(data: bytes) -> ControlMessage | None:
         return RecoveryReport(channel_id=_uint(obj, "ch", 0xFFFF),
                               received=_uint(obj, "received", (1 << 32) - 1),
                               lost=lost, bursts=bursts)
+    if kind == "kf":
+        return KeyframeRequest(channel_id=_uint(obj, "ch", 0xFFFF))
     if kind == "app":
         if "body" not in obj:
             raise _fail("missing 'body'")

@@ -14,6 +14,7 @@ __all__ = [
     "ChannelOpened",
     "Event",
     "FrameLost",
+    "KeyframeRequested",
     "MessageReceived",
     "SessionClosed",
     "SessionReady",
@@ -119,6 +120,16 @@ class BitrateChanged:
     """The whole estimate the shares were cut from, bits per second."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyframeRequested:
+    """The peer asked for a keyframe on one of this side's video channels (it lost a frame
+    it cannot decode around): make the next frame a keyframe (``Encoder.request_keyframe``).
+    Requests are already rate-limited by the asking side."""
+
+    channel_id: int
+    """The local video channel."""
+
+
 Event = (
     SessionReady
     | ChannelOpened
@@ -127,5 +138,6 @@ Event = (
     | FrameLost
     | AppMessageReceived
     | BitrateChanged
+    | KeyframeRequested
     | SessionClosed
 )

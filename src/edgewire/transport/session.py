@@ -31,6 +31,7 @@ from edgewire.transport.events import (
     BitrateChanged,
     ChannelOpened,
     Event,
+    KeyframeRequested,
     SessionClosed,
     SessionReady,
 )
@@ -63,6 +64,9 @@ K_DATAGRAM_OVERHEAD = 40  # bytes
 #: first (the hello's own sample is skewed by handshake processing), then every 10 s.
 K_CLOCK_PROBES = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # seconds
 K_CLOCK_PROBE_INTERVAL = 10.0  # seconds
+#: Fewest seconds between two keyframe requests for one channel: a keyframe takes about
+#: one RTT to come, and every lost frame until then would otherwise ask again.
+K_KEYFRAME_REQUEST_INTERVAL = 0.2  # seconds
 #: Versions this implementation speaks.
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 
@@ -98,6 +102,15 @@ class Session(Receiver):
         self._hello_deadline: float | None = None
         self.version: int | None = None
         self._clock_rtt = math.inf  # round trip of the best clock sample so far
+        self._keyframe_asked: dict[int, float] = {}  # peer's video channel -> last request
+        self._keyframe_told: dict[int, float] = {}  # own video channel -> last event
+        self.keyframe_requests_sent = 0
+        """Keyframe requests sent to the peer."""
+        self.keyframe_requests_suppressed = 0
+        """Keyframe requests not sent: one for the channel went out within
+        ``K_KEYFRAME_REQUEST_INTERVAL`` (or an RTT)."""
+        self.keyframe_requests_received = 0
+        """Keyframe requests from the peer for this side's video channels."""
         self._probe_at: float | None = None
         self._probes_sent = 0
         self._hello_done_at = 0.0
@@ -300,6 +313,26 @@ class Session(Receiver):
             self._backlog.add(channel_id)
         self._send_control(ctl.CloseChannel(channel_id=channel_id,
                                             messages=state.stats.sent_messages))
+
+    def request_keyframe(self, channel_id: int, *, now: float) -> bool:
+        """Ask the peer for a keyframe on one of its video channels (a frame was lost or
+        could not be decoded). Returns False when a request for the channel went out
+        less than ``K_KEYFRAME_REQUEST_INTERVAL`` (or one RTT, if longer) ago: the
+        keyframe asked for then is still on its way."""
+        self._check_usable()
+        state = self._channels.get(channel_id)
+        if state is None or state.info.local or state.info.kind is not ChannelKind.VIDEO:
+            raise LocalProtocolError(f"channel {channel_id} is not a video channel the "
+                                     "peer sends on")
+        interval = max(K_KEYFRAME_REQUEST_INTERVAL, quicstats.smoothed_rtt(self.quic))
+        last = self._keyframe_asked.get(channel_id)
+        if last is not None and now - last < interval:
+            self.keyframe_requests_suppressed += 1
+            return False
+        self._keyframe_asked[channel_id] = now
+        self.keyframe_requests_sent += 1
+        self._send_control(ctl.KeyframeRequest(channel_id=channel_id))
+        return True
 
     def send_app_message(self, body: Any, *, now: float) -> None:
         """Send a small CBOR-encodable value to the peer on the control stream."""
@@ -706,6 +739,18 @@ class Session(Receiver):
                 state.send_recovery.on_report(received=msg.received, lost=msg.lost,
                                               bursts=msg.bursts,
                                               rtt=quicstats.smoothed_rtt(self.quic), now=now)
+        elif isinstance(msg, ctl.KeyframeRequest):
+            state = self._channels.get(msg.channel_id)
+            if (state is None or not state.info.local or state.closed_local
+                    or state.info.kind is not ChannelKind.VIDEO):
+                self._counters.stray_reports += 1  # not a video channel this side sends
+            else:
+                self.keyframe_requests_received += 1
+                # one event per channel per half interval, however often a peer asks
+                last = self._keyframe_told.get(msg.channel_id)
+                if last is None or now - last >= K_KEYFRAME_REQUEST_INTERVAL / 2:
+                    self._keyframe_told[msg.channel_id] = now
+                    self._push(KeyframeRequested(channel_id=msg.channel_id))
         elif isinstance(msg, ctl.CloseChannel):
             self._on_close_channel(msg.channel_id, msg.messages, now)
         elif isinstance(msg, ctl.AppMessage):
