@@ -83,13 +83,15 @@ _LOSS_PARAMS: dict[str, tuple[str, ...]] = {
 # traffic key -> (source config field, scale); deadline_ms and priority go to the QoS
 _TRAFFIC_KEYS: dict[str, dict[str, tuple[str, float, type | tuple[type, ...]]]] = {
     "audio": {"bitrate_kbps": ("bitrate_bps", 1000.0, (int, float)),
-              "frame_ms": ("frame_ms", 1.0, (int, float))},
+              "frame_ms": ("frame_ms", 1.0, (int, float)),
+              "codec": ("codec", 0.0, str)},
     "video": {"bitrate_kbps": ("bitrate_bps", 1000.0, (int, float)),
               "fps": ("fps", 1.0, (int, float)),
               "keyframe_interval_s": ("keyframe_interval_s", 1.0, (int, float)),
               "keyframe_scale": ("keyframe_scale", 1.0, (int, float)),
               "size_jitter": ("size_jitter", 1.0, (int, float)),
-              "adapt": ("adaptive", 0.0, bool)},
+              "adapt": ("adaptive", 0.0, bool),
+              "codec": ("codec", 0.0, str)},
     "tokens": {"rate_per_s": ("tokens_per_s", 1.0, (int, float)),
                "batch": ("batch", 1.0, int)},
     "embeddings": {"rate_per_s": ("interval_s", -1.0, (int, float)),

@@ -16,6 +16,7 @@ from edgewire.transport import (
     BitrateChanged,
     ChannelOpened,
     FrameLost,
+    KeyframeRequested,
     MessageReceived,
     Session,
     SessionClosed,
@@ -51,8 +52,14 @@ _SOURCES: dict[str, Callable[..., Source]] = {
 }
 
 
+#: Share of an audio channel's allotment an Opus source targets (the rest covers packet
+#: headers and FEC parity).
+K_AUDIO_ENCODER_SHARE = 0.8
+
+
 class _Sender:
-    __slots__ = ("channel_id", "flow", "held", "sent", "sent_bytes", "skipped", "source")
+    __slots__ = ("channel_id", "flow", "held", "keyframes_requested", "sent", "sent_bytes",
+                 "skipped", "source")
 
     def __init__(self, flow: TrafficFlow, source: Source, channel_id: int) -> None:
         self.flow = flow
@@ -61,6 +68,7 @@ class _Sender:
         self.sent = 0
         self.sent_bytes = 0
         self.skipped = 0
+        self.keyframes_requested = 0
         self.held: deque[Frame] = deque()
 
 
@@ -97,6 +105,7 @@ class TrafficApp:
         self._stopped = False
         self._timer: float | None = None
         self._holding = False  # some reliable message waits for room in its queue
+        self._video_ids: set[int] = set()  # the peer's video channels
 
     # ------------------------------------------------------------------ Application
 
@@ -151,7 +160,19 @@ class TrafficApp:
             rec = self._by_id.get(ev.channel_id)
             if rec is not None:
                 rec.on_lost(now=now, reason=ev.reason)
+            if ev.channel_id in self._video_ids:
+                # a lost video frame breaks decoding until the next keyframe: ask for one
+                session = self._session()
+                if session is not None and not session.closed:
+                    session.request_keyframe(ev.channel_id, now=now)
+        elif isinstance(ev, KeyframeRequested):
+            for s in self.senders.values():
+                if s.channel_id == ev.channel_id and isinstance(s.source, VideoSource):
+                    s.source.request_keyframe()
+                    s.keyframes_requested += 1
         elif isinstance(ev, ChannelOpened):
+            if ev.kind is ChannelKind.VIDEO:
+                self._video_ids.add(ev.channel_id)
             rec = ChannelRecorder(deadline_ms=ev.qos.deadline_ms)
             self._by_id[ev.channel_id] = rec
             self.recorders[ev.name] = rec
@@ -169,12 +190,16 @@ class TrafficApp:
             self.closed = ev
 
     def _follow(self, ev: BitrateChanged) -> None:
-        """A video source with ``adaptive`` on follows its channel's share."""
+        """A video source with ``adaptive`` on follows its channel's share, and so does
+        an Opus audio source (up to its configured bitrate)."""
         for s in self.senders.values():
             if s.channel_id == ev.channel_id and isinstance(s.source, VideoSource):
                 ladder = self.ladders.get(s.flow.kind.value)
                 if ladder is not None:
                     ladder.apply(s.source, ev.bitrate_bps)
+            elif (s.channel_id == ev.channel_id and isinstance(s.source, AudioSource)
+                  and s.source.config.codec == "opus"):
+                s.source.set_bitrate(ev.bitrate_bps * K_AUDIO_ENCODER_SHARE)
 
     def _start(self, session: Session, now: float) -> None:
         self._started = True
@@ -243,6 +268,14 @@ class TrafficApp:
             jb = peer.jitter.get(name)
             if jb is not None:
                 row["jitter_buffer"] = jb.stats().as_dict()
+            if isinstance(s.source, VideoSource):
+                row["keyframes"] = s.source.keyframes
+                row["keyframes_requested"] = s.keyframes_requested
+            if isinstance(s.source, AudioSource | VideoSource):
+                codec = s.source.config.codec
+                if codec is not None:
+                    row["codec"] = codec
+                    row["encoded_kbps"] = round(s.sent_bytes * 8 / duration_s / 1000, 1)
             ladder = self.ladders.get(name)
             if ladder is not None and isinstance(s.source, VideoSource):
                 row["ladder"] = {"changes": ladder.changes, "rung": ladder.rung.label,

@@ -77,6 +77,8 @@ class VideoLadder:
         rung = self.rung_for(bitrate)
         if rung.fps != source.fps:
             source.set_frame_rate(rung.fps)
+        if rung != self.rung or self.changes == 0:
+            source.set_resolution(rung.width, rung.height)
         source.set_bitrate(bitrate)
         self.rung = rung
         self.changes += 1

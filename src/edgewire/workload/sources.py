@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +24,9 @@ from numpy.typing import NDArray
 from edgewire.errors import LocalProtocolError
 from edgewire.transport.messages import TokenMessage
 from edgewire.transport.qos import ChannelKind
+
+if TYPE_CHECKING:
+    from edgewire.codecs.base import Encoder
 
 __all__ = [
     "AudioSource",
@@ -207,9 +211,11 @@ class Source(ABC):
         limit = now + K_TIME_EPSILON
         while (due := self._due(k)) <= limit:
             frame = self._make(k, due)
+            k += 1
+            if frame is None:  # an encoder that produced nothing for this item
+                continue
             frames.append(frame)
             self.produced_bytes += frame.size_bytes
-            k += 1
         self._next = k
         self.produced += len(frames)
         return frames
@@ -229,8 +235,8 @@ class Source(ABC):
         return None
 
     @abstractmethod
-    def _make(self, index: int, timestamp: float) -> Frame:
-        """Build item ``index`` scheduled at ``timestamp``."""
+    def _make(self, index: int, timestamp: float) -> Frame | None:
+        """Build item ``index`` scheduled at ``timestamp`` (None: nothing to send)."""
 
 
 # ---------------------------------------------------------------------------- audio
@@ -246,12 +252,22 @@ class AudioSourceConfig:
     """Frame duration, milliseconds."""
     max_backlog_s: float = 0.2
     """Items later than this are skipped; past the audio deadline they would be lost anyway."""
+    codec: str | None = None
+    """None: synthetic frames of the nominal size. A codec of ``edgewire.codecs``
+    ("opus", "pcm16", "g711u", "g711a"): a speech-like signal encoded for real, 20 ms
+    frames; Opus follows the channel's share up to ``bitrate_bps`` (:meth:`set_bitrate`)."""
 
     def __post_init__(self) -> None:
         _check_positive("bitrate_bps", self.bitrate_bps)
         _check_positive("frame_ms", self.frame_ms)
         if self.frame_bytes < 1:
             raise LocalProtocolError("audio frames would be smaller than one byte")
+        if self.codec is not None:
+            if self.codec not in AUDIO_CODECS:
+                raise LocalProtocolError(f"audio codec {self.codec!r}: one of "
+                                         f"{', '.join(AUDIO_CODECS)}")
+            if self.frame_ms != 20.0:
+                raise LocalProtocolError("encoded audio uses 20 ms frames")
 
     @property
     def frame_bytes(self) -> float:
@@ -260,7 +276,8 @@ class AudioSourceConfig:
 
 
 class AudioSource(Source):
-    """Audio frames of ``bitrate_bps * frame_ms / 8000`` bytes every ``frame_ms``."""
+    """Audio frames of ``bitrate_bps * frame_ms / 8000`` bytes every ``frame_ms``, or,
+    with ``config.codec``, a speech-like signal encoded by that codec."""
 
     kind = ChannelKind.AUDIO
 
@@ -274,11 +291,59 @@ class AudioSource(Source):
         rng = rng if rng is not None else np.random.default_rng(K_DEFAULT_SEED)
         self._pool = _BytePool(rng, 2 * math.ceil(self.config.frame_bytes))
         self._sizes = _SizeCarry()
+        self._bitrate_bps = float(self.config.bitrate_bps)
+        self.encoder: Encoder | None = None
+        """The real encoder (``config.codec``), None for synthetic frames."""
+        self._signal: NDArray[np.int16] | None = None
+        self._frame_samples = 0
+        if self.config.codec is not None:
+            self.encoder, self._signal, self._frame_samples = _audio_encoder(
+                self.config.codec, self.config.bitrate_bps, int(rng.integers(1 << 31)))
+
+    @property
+    def bitrate_bps(self) -> float:
+        """Current bitrate target, bits per second."""
+        return self._bitrate_bps
+
+    def set_bitrate(self, bitrate_bps: float) -> None:
+        """Follow a new target, capped at ``config.bitrate_bps`` (Opus re-tunes its
+        encoder; PCM16 and G.711 have a fixed rate and keep it)."""
+        _check_positive("bitrate_bps", bitrate_bps)
+        self._bitrate_bps = min(float(bitrate_bps), self.config.bitrate_bps)
+        if self.encoder is not None:
+            self.encoder.set_target_bitrate(self._bitrate_bps)
 
     def _make(self, index: int, timestamp: float) -> Frame:
-        size = self._sizes.next(self.config.frame_bytes)
+        if self.encoder is not None and self._signal is not None:
+            n = self._frame_samples
+            start = (index * n) % (len(self._signal) - n)
+            packets = self.encoder.encode(self._signal[start:start + n], timestamp=timestamp)
+            data = b"".join(p.data for p in packets)
+            return Frame(payload=data, timestamp=timestamp, size_bytes=len(data), index=index)
+        size = self._sizes.next(self._bitrate_bps * self.config.frame_ms / 8000.0)
         return Frame(payload=self._pool.take(size), timestamp=timestamp, size_bytes=size,
                      index=index)
+
+
+#: Video codecs a source can encode with.
+VIDEO_CODECS = ("h264", "vp8")
+#: Audio codecs a source can encode with, and their sample rates.
+AUDIO_CODECS = {"opus": 48_000, "pcm16": 48_000, "g711u": 8_000, "g711a": 8_000}
+#: Seconds of speech-like signal an encoding audio source loops over.
+K_SIGNAL_SECONDS = 10.0
+
+
+def _audio_encoder(codec: str, bitrate_bps: float, seed: int
+                   ) -> tuple[Encoder, NDArray[np.int16], int]:
+    from edgewire.codecs import create_encoder
+    from edgewire.cli.bench_codecs_media import speech_like_signal
+
+    rate = AUDIO_CODECS[codec]
+    signal = speech_like_signal(K_SIGNAL_SECONDS, seed=seed % 1000 + 1)
+    if rate != 48_000:
+        signal = np.ascontiguousarray(signal[:: 48_000 // rate])
+    options: dict[str, Any] = {"bitrate_bps": bitrate_bps} if codec == "opus" else {}
+    return create_encoder(codec, **options), signal, rate // 50
 
 
 # ---------------------------------------------------------------------------- video
@@ -305,6 +370,15 @@ class VideoSourceConfig:
     """Follow the session's share for the channel (BitrateChanged) down a bitrate,
     resolution and frame-rate ladder (``workload.ladder``), up to ``bitrate_bps``; off,
     the bitrate stays fixed."""
+    codec: str | None = None
+    """None: synthetic frames of the nominal sizes. "h264" or "vp8": FFmpeg's testsrc2
+    pattern (``source_width`` x ``source_height``) encoded for real (the ``media``
+    extra), scaled to the ladder's resolution; ``keyframe_scale`` and ``size_jitter``
+    do not apply (the encoder decides)."""
+    source_width: int = 640
+    """Width of the test pattern an encoding source draws, pixels."""
+    source_height: int = 360
+    """Height of the test pattern, pixels."""
 
     def __post_init__(self) -> None:
         _check_positive("bitrate_bps", self.bitrate_bps)
@@ -314,6 +388,14 @@ class VideoSourceConfig:
             raise LocalProtocolError(f"keyframe_scale must be >= 1, got {self.keyframe_scale}")
         if not (math.isfinite(self.size_jitter) and self.size_jitter >= 0.0):
             raise LocalProtocolError(f"size_jitter must be >= 0, got {self.size_jitter}")
+        if self.codec is not None and self.codec not in VIDEO_CODECS:
+            raise LocalProtocolError(f"video codec {self.codec!r}: one of "
+                                     f"{', '.join(VIDEO_CODECS)}")
+        for name in ("source_width", "source_height"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and 16 <= value <= 4096 and value % 2 == 0):
+                raise LocalProtocolError(f"{name} must be an even number of pixels in "
+                                         f"16..4096, got {value!r}")
 
     @property
     def gop_frames(self) -> int:
@@ -340,6 +422,19 @@ class VideoSource(Source):
         self._sizes = _SizeCarry()
         self._bitrate_bps = 0.0
         self._delta_bytes = 0.0
+        self.encoder: Encoder | None = None
+        """The real encoder (``config.codec``), None for synthetic frames."""
+        self._pictures: Iterator[Any] | None = None
+        cfg = self.config
+        if cfg.codec is not None:
+            from edgewire.codecs import create_encoder
+            from edgewire.codecs.video import synthetic_frames
+
+            self.encoder = create_encoder(
+                cfg.codec, width=cfg.source_width, height=cfg.source_height, fps=cfg.fps,
+                bitrate_bps=cfg.bitrate_bps, keyframe_interval_s=cfg.keyframe_interval_s)
+            self._pictures = synthetic_frames(size=(cfg.source_width, cfg.source_height),
+                                              fps=cfg.fps, output="frame")
         self.set_bitrate(self.config.bitrate_bps)
         self._pool = _BytePool(self._rng, 2 * math.ceil(self.keyframe_bytes * 1.5))
         self.keyframes = 0
@@ -370,6 +465,8 @@ class VideoSource(Source):
         # one GOP = 1 keyframe + (n - 1) deltas must carry n average frames
         self._delta_bytes = bitrate_bps / 8.0 / fps * n / (cfg.keyframe_scale + n - 1)
         self._bitrate_bps = float(bitrate_bps)
+        if self.encoder is not None:
+            self.encoder.set_target_bitrate(bitrate_bps)
 
     @property
     def fps(self) -> float:
@@ -381,10 +478,20 @@ class VideoSource(Source):
         _check_positive("fps", fps)
         self._set_period(1.0 / fps)
         self.set_bitrate(self._bitrate_bps)
+        if self.encoder is not None:
+            self.encoder.set_frame_rate(fps)  # type: ignore[attr-defined]
+
+    def set_resolution(self, width: int, height: int) -> None:
+        """Encode at ``width`` x ``height`` from the next frame (an encoding source; the
+        synthetic one only sizes frames by bitrate and ignores it)."""
+        if self.encoder is not None:
+            self.encoder.set_resolution(width, height)  # type: ignore[attr-defined]
 
     def request_keyframe(self) -> None:
         """Make the next frame a keyframe and restart the keyframe interval from it."""
         self._key_pending = True
+        if self.encoder is not None:
+            self.encoder.request_keyframe()
 
     def _gop_frames(self) -> int:
         return max(1, round(self.config.keyframe_interval_s * self.fps))
@@ -396,7 +503,19 @@ class VideoSource(Source):
             # the skipped run held a keyframe: the encoder owes the receiver one
             self._key_pending = True
 
-    def _make(self, index: int, timestamp: float) -> Frame:
+    def _make(self, index: int, timestamp: float) -> Frame | None:
+        if self.encoder is not None and self._pictures is not None:
+            if self._key_pending:
+                self.encoder.request_keyframe()
+                self._key_pending = False
+            packets = self.encoder.encode(next(self._pictures), timestamp=timestamp)
+            if not packets:
+                return None
+            data = b"".join(p.data for p in packets)
+            key = any(p.keyframe for p in packets)
+            self.keyframes += int(key)
+            return Frame(payload=data, timestamp=timestamp, keyframe=key,
+                         size_bytes=len(data), index=index)
         if self._key_pending:
             self._gop_start = index
             self._key_pending = False
