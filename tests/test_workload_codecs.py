@@ -52,9 +52,10 @@ def test_opus_source_follows_its_bitrate() -> None:
 def test_fixed_rate_audio_codecs(codec: str) -> None:
     src = AudioSource(AudioSourceConfig(codec=codec))
     frames = _frames(src, 1.0)
-    expected = {"pcm16": 1920, "g711u": 160, "g711a": 160}[codec]
-    assert {f.size_bytes for f in frames} >= {expected} or all(
-        abs(f.size_bytes - expected) <= 16 for f in frames)
+    # 20 ms: PCM16 at 16 kHz (320 samples, 2-byte header), G.711 at 8 kHz (160 bytes)
+    expected = {"pcm16": 642, "g711u": 160, "g711a": 160}[codec]
+    assert len(frames) == 51
+    assert {f.size_bytes for f in frames} == {expected}
 
 
 def test_bad_codec_names_rejected() -> None:

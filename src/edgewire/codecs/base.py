@@ -80,7 +80,7 @@ class Encoder(ABC):
         if not bitrate_bps > 0:
             raise LocalProtocolError(f"target bitrate must be positive, got {bitrate_bps!r}")
 
-    def request_keyframe(self) -> None:
+    def request_keyframe(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Make the next packet decodable on its own (video); a no-op elsewhere."""
 
     def stats(self) -> dict[str, Any]:

@@ -328,7 +328,9 @@ class AudioSource(Source):
 #: Video codecs a source can encode with.
 VIDEO_CODECS = ("h264", "vp8")
 #: Audio codecs a source can encode with, and their sample rates.
-AUDIO_CODECS = {"opus": 48_000, "pcm16": 48_000, "g711u": 8_000, "g711a": 8_000}
+# PCM16 runs at 16 kHz: a 20 ms frame at 48 kHz (1922 bytes) exceeds an audio channel's
+# largest message (1024 bytes)
+AUDIO_CODECS = {"opus": 48_000, "pcm16": 16_000, "g711u": 8_000, "g711a": 8_000}
 #: Seconds of speech-like signal an encoding audio source loops over.
 K_SIGNAL_SECONDS = 10.0
 
@@ -336,13 +338,14 @@ K_SIGNAL_SECONDS = 10.0
 def _audio_encoder(codec: str, bitrate_bps: float, seed: int
                    ) -> tuple[Encoder, NDArray[np.int16], int]:
     from edgewire.codecs import create_encoder
-    from edgewire.cli.bench_codecs_media import speech_like_signal
+    from edgewire.codecs.signals import speech_like_signal
 
     rate = AUDIO_CODECS[codec]
     signal = speech_like_signal(K_SIGNAL_SECONDS, seed=seed % 1000 + 1)
     if rate != 48_000:
         signal = np.ascontiguousarray(signal[:: 48_000 // rate])
-    options: dict[str, Any] = {"bitrate_bps": bitrate_bps} if codec == "opus" else {}
+    options: dict[str, Any] = ({"bitrate_bps": bitrate_bps} if codec == "opus"
+                               else {"sample_rate": rate} if codec == "pcm16" else {})
     return create_encoder(codec, **options), signal, rate // 50
 
 
