@@ -202,10 +202,11 @@ def test_reliable_queue_full(pair: Pair) -> None:
     qos = QoS(priority=1, deadline_ms=None, reliable=True, max_queue_bytes=1000,
               max_message_bytes=2000)
     ch = pair.client.open_channel("tokens", qos=qos, now=pair.now)
-    pair.client.send(ch, [70000] * 150, now=pair.now)  # ~750 bytes of CBOR
+    # ids of 2**30 and more take 5 bytes each in a token frame: a ~760-byte record
+    pair.client.send(ch, [1 << 30] * 150, now=pair.now)
     assert not pair.client.can_send(ch, 900)
     with pytest.raises(QueueFullError):
-        pair.client.send(ch, [70000] * 150, now=pair.now)
+        pair.client.send(ch, [1 << 30] * 150, now=pair.now)
     pair.run(0.5)
     assert len(received(pair, ch)) == 1  # what was accepted is delivered
 
@@ -438,3 +439,16 @@ def test_realtime_close_waits_for_frames_still_on_their_way(cert_pair) -> None:
     p.run(0.3)
     closed = [e for e in p.server_events if isinstance(e, ChannelClosed)]
     assert closed == [ChannelClosed(channel_id=ch)]
+
+
+def test_token_logprobs_end_and_error_reach_the_receiver(pair: Pair) -> None:
+    ch = pair.client.open_channel("tokens", now=pair.now)
+    pair.client.send(ch, TokenMessage(ids=(5, 7), text="hi", logprobs=(-0.25, -1.5)),
+                     now=pair.now)
+    pair.client.send(ch, TokenMessage(ids=(), error="model overloaded"), now=pair.now)
+    pair.run(0.2)
+    got = [e.payload for e in received(pair, ch)]
+    assert [(m.ids, m.text, m.logprobs, m.end, m.error) for m in got] == [
+        ((5, 7), "hi", (-0.25, -1.5), False, None),
+        ((), None, None, True, "model overloaded"),
+    ]

@@ -38,7 +38,8 @@ def test_opus_source_follows_its_bitrate() -> None:
     high = _frames(src, 2.0)
     dec = create_decoder("opus")
     pcm = dec.decode(high[10].payload, timestamp=high[10].timestamp)
-    assert pcm and np.asarray(pcm[0]).shape[0] == 960  # 20 ms at 48 kHz
+    assert pcm
+    assert np.asarray(pcm[0]).shape[0] == 960  # 20 ms at 48 kHz
     src.set_bitrate(12_000)
     low = _poll(src, 2.01, 4.0)
     rate = lambda fs: sum(f.size_bytes for f in fs[-50:]) * 8 / 1.0  # noqa: E731
@@ -81,12 +82,14 @@ def test_video_source_keyframe_on_request_and_ladder_resolution(codec: str) -> N
     assert not any(f.keyframe for f in frames[1:])
     src.request_keyframe()
     nxt = _poll(src, 1.01, 1.09)
-    assert nxt and nxt[0].keyframe
+    assert nxt
+    assert nxt[0].keyframe
     dec = create_decoder(codec)
     pictures = []
     for f in [*frames, *nxt]:
         pictures += dec.decode(f.payload, timestamp=f.timestamp)
-    assert pictures and np.asarray(pictures[-1]).shape[:2] == (180, 320)
+    assert pictures
+    assert np.asarray(pictures[-1]).shape[:2] == (180, 320)
     # the ladder's lowest rung asks for 320x180; the next rung up for 480x270
     ladder = VideoLadder(600_000)
     ladder.apply(src, 400_000)

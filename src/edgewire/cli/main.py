@@ -107,6 +107,10 @@ def _bench(args: argparse.Namespace) -> int:
         from edgewire.cli.bench_bwe import main_bench_bwe
 
         return main_bench_bwe(args, progress=_progress)
+    if args.bench == "codecs":
+        from edgewire.cli.bench_codecs import main_bench_codecs
+
+        return main_bench_codecs(args, progress=_progress)
     if args.bench == "fec":
         from edgewire.cli.bench_fec import main_bench_fec
 
@@ -206,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_bwe_arguments(bsub.add_parser(
         "bwe", help="congestion control in netsim: edgewire vs reno and cubic "
                     "(throughput, queueing delay, Pantheon chart)"))
+    from edgewire.cli.bench_codecs import add_bench_codecs_arguments
+
+    add_bench_codecs_arguments(bsub.add_parser(
+        "codecs", help="payload codecs: embedding fidelity, token bytes, Opus/H.264/VP8 "
+                       "bitrate, PSNR and speed"))
     return p
 
 

@@ -14,6 +14,7 @@ docs/CODECS.md has the formats, the options and the measured figures.
 from edgewire.codecs.base import (
     CodecError,
     CodecInfo,
+    CodecKind,
     CodecUnavailableError,
     Decoder,
     EncodedPacket,
@@ -28,6 +29,7 @@ from edgewire.codecs.base import (
 __all__ = [
     "CodecError",
     "CodecInfo",
+    "CodecKind",
     "CodecUnavailableError",
     "Decoder",
     "EncodedPacket",

@@ -65,7 +65,6 @@ from edgewire.codecs.base import (
     register_codec,
 )
 from edgewire.errors import LocalProtocolError
-from edgewire.transport.qos import ChannelKind
 
 if TYPE_CHECKING:
     import av.audio.codeccontext
@@ -580,17 +579,17 @@ def _opus_available() -> bool:
 
 
 register_codec(CodecInfo(
-    "opus", ChannelKind.AUDIO, OpusEncoder, OpusDecoder, requires="media",
+    "opus", "audio", OpusEncoder, OpusDecoder, requires="media",
     available=_opus_available,
     description="Opus via PyAV/libopus: 48 kHz, 20 ms, 6-128 kbit/s, libopus concealment"))
 register_codec(CodecInfo(
-    "pcm16", ChannelKind.AUDIO, Pcm16Encoder, Pcm16Decoder,
+    "pcm16", "audio", Pcm16Encoder, Pcm16Decoder,
     description="raw little-endian int16 with a 2-byte header; faded-repeat concealment"))
 register_codec(CodecInfo(
-    "g711u", ChannelKind.AUDIO, lambda **o: G711Encoder(law="u", **o),
+    "g711u", "audio", lambda **o: G711Encoder(law="u", **o),
     lambda **o: G711Decoder(law="u", **o),
     description="ITU-T G.711 mu-law, 8 kHz mono, 64 kbit/s"))
 register_codec(CodecInfo(
-    "g711a", ChannelKind.AUDIO, lambda **o: G711Encoder(law="a", **o),
+    "g711a", "audio", lambda **o: G711Encoder(law="a", **o),
     lambda **o: G711Decoder(law="a", **o),
     description="ITU-T G.711 A-law, 8 kHz mono, 64 kbit/s"))

@@ -15,14 +15,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from edgewire.errors import EdgewireError, LocalProtocolError, RemoteProtocolError
-from edgewire.transport.qos import ChannelKind
 
 __all__ = [
     "CodecError",
     "CodecInfo",
+    "CodecKind",
     "CodecUnavailableError",
     "Decoder",
     "EncodedPacket",
@@ -33,6 +33,12 @@ __all__ = [
     "create_encoder",
     "register_codec",
 ]
+
+
+CodecKind = Literal["audio", "video", "tokens", "embeddings"]
+"""The channel kind a codec's packets are for (the values of ``ChannelKind``; codecs do
+not import the transport, which imports them)."""
+KINDS: tuple[CodecKind, ...] = ("audio", "video", "tokens", "embeddings")
 
 
 class CodecError(RemoteProtocolError):
@@ -64,7 +70,7 @@ class Encoder(ABC):
 
     name: str = ""
     """Registry name, set by :func:`register_codec`."""
-    kind: ChannelKind = ChannelKind.AUDIO
+    kind: CodecKind = "audio"
     """Channel kind the packets are for, set by :func:`register_codec`."""
 
     @abstractmethod
@@ -92,7 +98,7 @@ class Decoder(ABC):
     """Decodes packets of one codec back into items."""
 
     name: str = ""
-    kind: ChannelKind = ChannelKind.AUDIO
+    kind: CodecKind = "audio"
 
     @abstractmethod
     def decode(self, data: bytes | None, *, timestamp: float) -> list[Any]:
@@ -116,7 +122,7 @@ class CodecInfo:
     """What the registry knows about one codec."""
 
     name: str
-    kind: ChannelKind
+    kind: CodecKind
     encoder: Callable[..., Encoder]
     decoder: Callable[..., Decoder]
     requires: str | None = None
@@ -147,10 +153,12 @@ def codec_info(name: str) -> CodecInfo:
         raise LocalProtocolError(f"unknown codec {name!r}; known: {known}") from None
 
 
-def available_codecs(kind: ChannelKind | str | None = None) -> list[str]:
+def available_codecs(kind: str | None = None) -> list[str]:
     """Names of the registered codecs (of one kind) whose library is installed."""
     _load_builtin()
-    want = None if kind is None else ChannelKind(kind)
+    if kind is not None and kind not in KINDS:
+        raise LocalProtocolError(f"unknown channel kind {kind!r}; one of {', '.join(KINDS)}")
+    want = kind
     return sorted(n for n, i in _REGISTRY.items()
                   if (want is None or i.kind == want) and i.available())
 

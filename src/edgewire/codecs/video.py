@@ -67,7 +67,6 @@ from edgewire.codecs.base import (
     register_codec,
 )
 from edgewire.errors import LocalProtocolError
-from edgewire.transport.qos import ChannelKind
 
 if TYPE_CHECKING:
     import av.video.codeccontext
@@ -614,10 +613,10 @@ def _has(*names: str) -> Callable[[], bool]:
 
 
 register_codec(CodecInfo(
-    "h264", ChannelKind.VIDEO, H264Encoder, H264Decoder, requires="media",
+    "h264", "video", H264Encoder, H264Decoder, requires="media",
     available=_has("libx264", "h264"),
     description="H.264 via PyAV/libx264: zerolatency, no B-frames, keyframe on request"))
 register_codec(CodecInfo(
-    "vp8", ChannelKind.VIDEO, Vp8Encoder, Vp8Decoder, requires="media",
+    "vp8", "video", Vp8Encoder, Vp8Decoder, requires="media",
     available=_has("libvpx", "vp8"),
     description="VP8 via PyAV/libvpx: realtime, no look-ahead, error resilient, CBR"))

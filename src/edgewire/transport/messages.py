@@ -1,4 +1,10 @@
-"""Bodies of reliable-channel records: token messages and numpy array envelopes (CBOR)."""
+"""Bodies of reliable-channel records: token frames and numpy arrays in the CBOR envelope.
+
+A ``tokens`` record is one compact token frame (:mod:`edgewire.codecs.tokens`) with an
+absolute timestamp; an ``embeddings`` record is an envelope (:mod:`edgewire.codecs.envelope`)
+of type ``"array"`` whose array is an RFC 8746 typed array. docs/PROTOCOL.md section 6
+describes both.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import cbor2
 import numpy as np
 
+from edgewire.codecs.envelope import K_MAX_NDIM, decode_envelope, encode_envelope
+from edgewire.codecs.tokens import decode_token_frame, encode_token_frame
 from edgewire.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -19,9 +26,11 @@ __all__ = [
     "encode_tokens",
 ]
 
-#: dtype kinds an embedding may have: bool, signed/unsigned int, float, complex.
+#: dtype kinds an array record may hold: bool, signed/unsigned int, float, complex.
 _ARRAY_KINDS = frozenset("biufc")
-_MAX_NDIM = 32
+_ARRAY_TYPE = "array"
+#: the logical element type of arrays RFC 8746 has no tag for, by how they travel
+_COMPLEX = {"complex64": "f4", "complex128": "f8"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,82 +43,84 @@ class TokenMessage:
     """Decoded text of the tokens, when the sender has it."""
     timestamp: float = 0.0
     """When the sender produced the tokens, on the receiver's clock once received."""
+    logprobs: tuple[float, ...] | None = None
+    """Log-probability of each token (one per id; sent as float16), when the sender has
+    them."""
+    end: bool = False
+    """The last message of the stream (the model finished)."""
+    error: str | None = None
+    """Why the stream stopped early (implies ``end``; at most 256 bytes of UTF-8)."""
 
 
-def encode_tokens(ids: tuple[int, ...], text: str | None, timestamp: float) -> bytes:
-    """CBOR array ``[timestamp, [ids...], text-or-null]``; timestamp in sender seconds."""
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < 1 << 32:
-            raise LocalProtocolError(f"token id {i!r} is not an integer in 0..2**32-1")
-    if text is not None and not isinstance(text, str):
-        raise LocalProtocolError("token text must be str or None")
-    return bytes(cbor2.dumps([float(timestamp), list(ids), text]))
+def encode_tokens(ids: tuple[int, ...], text: str | None, timestamp: float, *,
+                  logprobs: tuple[float, ...] | None = None, end: bool = False,
+                  error: str | None = None) -> bytes:
+    """A token frame with the ids, the text, log-probabilities and end/error markers (if
+    any) and an absolute float64 timestamp in sender seconds."""
+    return encode_token_frame(ids, text=text, timestamp=float(timestamp), logprobs=logprobs,
+                              end=end, error=error)
 
 
-def decode_tokens(body: bytes) -> tuple[tuple[int, ...], str | None, float]:
-    """Inverse of :func:`encode_tokens`; raises RemoteProtocolError on anything else."""
-    obj = _loads(body)
-    if not (isinstance(obj, list) and len(obj) == 3):
-        raise RemoteProtocolError("token record is not a 3-element array")
-    ts, ids, text = obj
-    if not _is_time(ts) or not isinstance(ids, list) or not all(_is_uint(i, 32) for i in ids):
-        raise RemoteProtocolError("token record has bad timestamp or ids")
-    if text is not None and not isinstance(text, str):
-        raise RemoteProtocolError("token record text is not a string")
-    return tuple(ids), text, float(ts)
+def decode_tokens(body: bytes) -> TokenMessage:
+    """Inverse of :func:`encode_tokens` (``timestamp`` in sender seconds); raises
+    RemoteProtocolError on anything else."""
+    frame = decode_token_frame(body)
+    if frame.timestamp is None:
+        raise RemoteProtocolError("token record has no absolute timestamp")
+    return TokenMessage(ids=frame.ids, text=frame.text, timestamp=frame.timestamp,
+                        logprobs=frame.logprobs, end=frame.end or frame.error is not None,
+                        error=frame.error)
 
 
-def encode_array(array: Any, timestamp: float) -> bytes:
-    """CBOR map with dtype, shape, raw little/big-endian bytes as numpy describes them."""
+def encode_array(array: Any, timestamp: float, *, compress: bool = False) -> bytes:
+    """An ``"array"`` envelope: ``ts``, the array as an RFC 8746 typed array, and ``dtype``
+    for bool and complex arrays. ``compress`` allows zstd when it pays."""
     arr = np.asarray(array)
-    if arr.dtype.kind not in _ARRAY_KINDS:
-        raise LocalProtocolError(f"cannot send an array of dtype {arr.dtype} (numeric only)")
-    if arr.ndim > _MAX_NDIM:
-        raise LocalProtocolError(f"array has {arr.ndim} dimensions, at most {_MAX_NDIM}")
-    data = np.ascontiguousarray(arr).tobytes()
-    return bytes(cbor2.dumps({"ts": float(timestamp), "dtype": arr.dtype.str,
-                              "shape": list(arr.shape), "data": data}))
+    kind, size = arr.dtype.kind, arr.dtype.itemsize
+    if kind not in _ARRAY_KINDS or (kind == "f" and size > 8) or (kind == "c" and size > 16):
+        raise LocalProtocolError(f"cannot send an array of dtype {arr.dtype} "
+                                 "(bool, integers, float16/32/64, complex64/128 only)")
+    if arr.ndim > K_MAX_NDIM - (kind == "c"):
+        raise LocalProtocolError(f"array has {arr.ndim} dimensions, at most {K_MAX_NDIM} "
+                                 f"({K_MAX_NDIM - 1} for complex)")
+    ts = float(timestamp)
+    if not math.isfinite(ts):
+        raise LocalProtocolError(f"timestamp must be finite, got {timestamp!r}")
+    fields: dict[str, Any] = {"ts": ts}
+    if kind == "b":
+        fields["dtype"] = "bool"
+        arr = arr.view(np.uint8)
+    elif kind == "c":
+        fields["dtype"] = f"complex{8 * size}"
+        parts = np.dtype(f"{arr.dtype.byteorder}f{size // 2}")
+        flat = np.ascontiguousarray(arr).reshape(-1)  # 1-D: a 0-d array cannot change dtype
+        arr = flat.view(parts).reshape((*arr.shape, 2))
+    fields["data"] = arr
+    return encode_envelope(_ARRAY_TYPE, fields, compress=compress)
 
 
 def decode_array(body: bytes) -> tuple[np.ndarray[Any, Any], float]:
-    """Inverse of :func:`encode_array`; validates dtype, shape and size before building."""
-    obj = _loads(body)
-    if not isinstance(obj, dict):
-        raise RemoteProtocolError("array record is not a map")
-    ts, dtype_str, shape, data = (obj.get(k) for k in ("ts", "dtype", "shape", "data"))
-    if not _is_time(ts) or not isinstance(dtype_str, str) or not isinstance(data, bytes):
-        raise RemoteProtocolError("array record lacks ts, dtype or data")
-    if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(
-        _is_uint(d, 63) for d in shape
-    ):
-        raise RemoteProtocolError("array record has a bad shape")
-    try:
-        dtype = np.dtype(dtype_str)
-    except Exception:  # numpy raises TypeError, ValueError or SyntaxError for bad strings
-        raise RemoteProtocolError(f"array record has unknown dtype {dtype_str[:32]!r}") from None
-    if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise RemoteProtocolError(f"array record has unsupported dtype {dtype_str[:32]!r}")
-    if math.prod(shape) * dtype.itemsize != len(data):
-        raise RemoteProtocolError("array record size does not match dtype and shape")
-    # read-only view over the received bytes: no copy on the receive path
-    try:
-        arr = np.frombuffer(data, dtype=dtype).reshape(shape)
-    except ValueError:  # e.g. a zero-size array whose dimensions overflow numpy's limits
-        raise RemoteProtocolError("array record shape is not representable") from None
-    assert isinstance(ts, float)
-    return arr, ts
+    """Inverse of :func:`encode_array`; validates type, shape and size before building.
 
-
-def _is_uint(value: object, bits: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << bits
-
-
-def _is_time(value: object) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
-
-
-def _loads(body: bytes) -> Any:
-    try:
-        return cbor2.loads(body)
-    except Exception as exc:  # cbor2 raises several types on garbage; all mean the same here
-        raise RemoteProtocolError(f"record is not CBOR ({type(exc).__name__})") from None
+    The array is a read-only view of the received bytes (of the decompressed bytes for a
+    compressed envelope)."""
+    fields = decode_envelope(body, expected_type=_ARRAY_TYPE).fields
+    ts, arr, dtype = fields.get("ts"), fields.get("data"), fields.get("dtype")
+    if not set(fields) <= {"ts", "data", "dtype"}:
+        raise RemoteProtocolError(f"array record has unknown fields {sorted(fields)[:8]}")
+    if not isinstance(ts, float) or not math.isfinite(ts):
+        raise RemoteProtocolError("array record timestamp is missing or not a finite float")
+    if not isinstance(arr, np.ndarray):
+        raise RemoteProtocolError("array record data is missing or not a typed array")
+    if dtype is None and "dtype" not in fields:
+        return arr, ts
+    if dtype == "bool":
+        if arr.dtype != np.uint8 or (arr > 1).any():
+            raise RemoteProtocolError("bool array record is not uint8 zeros and ones")
+        return arr.view(np.bool_), ts
+    if isinstance(dtype, str) and dtype in _COMPLEX:
+        if arr.dtype.str[1:] != _COMPLEX[dtype] or arr.ndim < 1 or arr.shape[-1] != 2:
+            raise RemoteProtocolError(f"{dtype} array record is not float pairs")
+        complex_dtype = np.dtype(f"{arr.dtype.byteorder}c{2 * arr.dtype.itemsize}")
+        return arr.view(complex_dtype).reshape(arr.shape[:-1]), ts
+    raise RemoteProtocolError(f"array record has unknown dtype {str(dtype)[:32]!r}")

@@ -8,7 +8,7 @@ here; only violations that leave the two sides disagreeing close the connection.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgewire.errors import RemoteProtocolError
 from edgewire.transport.channel import ChannelState
@@ -19,7 +19,7 @@ from edgewire.transport.events import (
     FrameLost,
     MessageReceived,
 )
-from edgewire.transport.messages import TokenMessage, decode_array, decode_tokens
+from edgewire.transport.messages import decode_array, decode_tokens
 from edgewire.transport.qos import ChannelKind
 from edgewire.transport.scheduler import earliest
 from edgewire.transport.stats import SessionCounters
@@ -310,9 +310,10 @@ class Receiver:
         payload: object
         try:
             if state.info.kind is ChannelKind.TOKENS:
-                ids, text, ts = decode_tokens(body)
+                msg = decode_tokens(body)
+                ts = msg.timestamp
                 capture = ts - self.clock_offset
-                payload = TokenMessage(ids=ids, text=text, timestamp=capture)
+                payload = replace(msg, timestamp=capture)
             else:
                 payload, ts = decode_array(body)
                 capture = ts - self.clock_offset

@@ -287,7 +287,9 @@ class Session(Receiver):
         ts = now if timestamp is None else timestamp
         if info.kind is ChannelKind.TOKENS:
             if isinstance(payload, TokenMessage):
-                body = encode_tokens(tuple(payload.ids), payload.text, ts)
+                body = encode_tokens(tuple(payload.ids), payload.text, ts,
+                                     logprobs=payload.logprobs, end=payload.end,
+                                     error=payload.error)
             elif isinstance(payload, Sequence) and not isinstance(payload, str | bytes):
                 body = encode_tokens(tuple(payload), None, ts)
             else:
