@@ -170,3 +170,35 @@ def test_cli_cert_writes_files(tmp_path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["cert", "--out", str(tmp_path), "--host", "edge.local"]) == 0
     assert (tmp_path / "cert.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
     assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.asyncio
+async def test_keyframe_request_over_loopback(cert_pair: tuple[str, str]) -> None:
+    """The receiver of a video channel asks for a keyframe; the sender's callback runs."""
+    asked: list[int] = []
+    done = asyncio.Event()
+
+    async def handler(conn: edgewire.Connection) -> None:
+        ch = await conn.accept()
+        async for _msg in ch:
+            assert ch.request_keyframe() is True
+            assert ch.request_keyframe() is False  # within 200 ms of the first
+            break
+        await done.wait()
+
+    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=cert_pair[0],
+                                  keyfile=cert_pair[1])
+    async with edgewire.connect(f"edgewire://localhost:{server.address[1]}",
+                                cafile=cert_pair[0]) as conn:
+        video = await conn.channel("video")
+        video.on_keyframe_request = lambda: asked.append(video.id)
+        await video.send(b"\x00" * 500, keyframe=True)
+        for _ in range(100):
+            if asked:
+                break
+            await asyncio.sleep(0.01)
+        done.set()
+    server.close()
+    await server.wait_closed()
+    assert asked == [video.id]
+    assert video.keyframe_requests == 1

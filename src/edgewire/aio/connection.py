@@ -25,6 +25,8 @@ from edgewire.transport import (
     ChannelOpened,
     ChannelStats,
     ErrorCode,
+    FrameLost,
+    KeyframeRequested,
     MessageReceived,
     QoS,
     Session,
@@ -61,6 +63,24 @@ class Channel:
         until the first BitrateChanged)."""
         self.on_bitrate: Callable[[float], None] | None = None
         """Called with each new share: an encoder sets its bitrate here."""
+        self.on_keyframe_request: Callable[[], None] | None = None
+        """Called when the peer asks for a keyframe on this (local video) channel: the
+        encoder makes its next frame one (``Encoder.request_keyframe``)."""
+        self.keyframe_requests = 0
+        """Keyframe requests the peer sent for this channel."""
+        self.auto_keyframe_request = True
+        """For a video channel the peer sends on: ask the peer for a keyframe whenever a
+        frame is lost (the decoder cannot go on without one)."""
+        self.frames_lost = 0
+        """Frames of this (peer's real-time) channel reported lost or late."""
+
+    def request_keyframe(self) -> bool:
+        """Ask the peer for a keyframe on this video channel (it sends on it); False when
+        a request went out too recently (see ``Session.request_keyframe``)."""
+        conn = self._conn
+        sent = conn.session.request_keyframe(self.id, now=conn.loop.time())
+        conn._transmit()
+        return sent
 
     @property
     def id(self) -> int:
@@ -314,6 +334,18 @@ class Connection:
                 if (ch := self._channels.get(event.channel_id)) is not None:
                     ch._closed_by_peer = True
                     ch._wake()
+            elif isinstance(event, FrameLost):
+                ch = self._channels.get(event.channel_id)
+                if ch is not None:
+                    ch.frames_lost += 1
+                    if (ch.auto_keyframe_request and not ch.info.local
+                            and ch.info.kind is ChannelKind.VIDEO and not session.closed):
+                        session.request_keyframe(event.channel_id, now=self.loop.time())
+            elif isinstance(event, KeyframeRequested):
+                if (ch := self._channels.get(event.channel_id)) is not None:
+                    ch.keyframe_requests += 1
+                    if ch.on_keyframe_request is not None:
+                        ch.on_keyframe_request()
             elif isinstance(event, BitrateChanged):
                 if (ch := self._channels.get(event.channel_id)) is not None:
                     ch.bitrate_bps = event.bitrate_bps

@@ -16,6 +16,8 @@ import numpy as np
 from edgewire.aio.connection import Channel, Connection
 from edgewire.errors import ConnectionClosedError
 from edgewire.workload import ChannelRecorder, WorkloadMix, build_sources, payload_size
+from edgewire.workload.ladder import K_AUDIO_ENCODER_SHARE, VideoLadder
+from edgewire.workload.sources import AudioSource, Source, VideoSource
 
 __all__ = ["WorkloadReceiver", "request_report", "run_client", "send_workload"]
 
@@ -41,7 +43,12 @@ async def send_workload(
     loop = asyncio.get_running_loop()
     sources = build_sources(mix, np.random.default_rng(seed))
     channels: dict[str, Channel] = {kind: await conn.channel(kind) for kind in sources}
-    sent = {kind: {"sent": 0, "sent_bytes": 0} for kind in sources}
+    _follow_estimate(sources, channels)
+    sent: dict[str, dict[str, Any]] = {kind: {"sent": 0, "sent_bytes": 0}
+                                       for kind in sources}
+    for kind, src in sources.items():
+        if isinstance(src, AudioSource | VideoSource) and src.config.codec is not None:
+            sent[kind]["codec"] = src.config.codec
     start = loop.time()
     end = start + seconds
     for src in sources.values():
@@ -78,6 +85,26 @@ async def send_workload(
     for ch in channels.values():
         await ch.close()
     return sent
+
+
+def _follow_estimate(sources: dict[str, Source], channels: dict[str, Channel]) -> None:
+    """Encoders follow their channel's share (BitrateChanged) and keyframe requests: video
+    down its ladder, Opus audio up to its configured bitrate."""
+    video = sources.get("video")
+    if isinstance(video, VideoSource) and video.config.adaptive:
+        ladder = VideoLadder(video.config.bitrate_bps)
+
+        def follow(bps: float) -> None:
+            ladder.apply(video, bps)
+
+        channels["video"].on_bitrate = follow
+        channels["video"].on_keyframe_request = video.request_keyframe
+    elif isinstance(video, VideoSource):
+        channels["video"].on_keyframe_request = video.request_keyframe
+    audio = sources.get("audio")
+    if isinstance(audio, AudioSource) and audio.config.codec == "opus":
+        channels["audio"].on_bitrate = lambda bps: audio.set_bitrate(
+            bps * K_AUDIO_ENCODER_SHARE)
 
 
 class WorkloadReceiver:
@@ -148,17 +175,33 @@ async def request_report(
                 return channels if isinstance(channels, dict) else {}
 
 
+def demo_mix(*, codecs: bool = True) -> WorkloadMix:
+    """The demo's workload: Opus audio and H.264 video encoded for real when PyAV (the
+    ``media`` extra) is installed and ``codecs`` is on, synthetic frames otherwise."""
+    from edgewire.codecs import available_codecs
+    from edgewire.workload.sources import AudioSourceConfig, VideoSourceConfig
+
+    if not codecs or "opus" not in available_codecs("audio"):
+        return WorkloadMix()
+    return WorkloadMix(audio=AudioSourceConfig(codec="opus"),
+                       video=VideoSourceConfig(codec="h264"))
+
+
 async def run_client(
-    conn: Connection, *, seconds: float, progress: Callable[[float], None] | None = None
+    conn: Connection, *, seconds: float, progress: Callable[[float], None] | None = None,
+    mix: WorkloadMix | None = None,
 ) -> dict[str, Any]:
     """Send the workload and collect the server's report: the demo's client side."""
-    sent = await send_workload(conn, seconds=seconds, progress=progress)
+    sent = await send_workload(conn, seconds=seconds, progress=progress, mix=mix)
     report = await request_report(conn, sent, seconds)
     channels: dict[str, Any] = {}
     for kind in sent:
         row = dict(report.get(kind, {}))
         row["sent"] = sent[kind]["sent"]
         row["sent_bytes"] = sent[kind]["sent_bytes"]
+        codec = sent[kind].get("codec")
+        if codec is not None:
+            row["codec"] = codec
         channels[kind] = row
     stats = conn.stats()
     session = {k: stats[k] for k in ("rtt_ms", "cwnd_bytes", "clock_offset_ms", "counters")}

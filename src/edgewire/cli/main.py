@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import edgewire
-from edgewire.aio.runner import WorkloadReceiver, run_client
+from edgewire.aio.runner import WorkloadReceiver, demo_mix, run_client
 from edgewire.certs import write_self_signed
 from edgewire.errors import EdgewireError, InsecureConnectionWarning
 
@@ -48,7 +48,7 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _demo(seconds: float, quiet: bool) -> dict[str, Any]:
+async def _demo(seconds: float, quiet: bool, codecs: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = write_self_signed(tmp)
         receiver = WorkloadReceiver()
@@ -61,7 +61,8 @@ async def _demo(seconds: float, quiet: bool) -> dict[str, Any]:
                                         cafile=str(cert)) as conn:
                 progress = None if quiet else (
                     lambda t: _progress(f"demo: {t:.0f}/{seconds:.0f} s"))
-                return await run_client(conn, seconds=seconds, progress=progress)
+                return await run_client(conn, seconds=seconds, progress=progress,
+                                        mix=demo_mix(codecs=codecs))
         finally:
             server.close()
             await server.wait_closed()
@@ -91,7 +92,8 @@ async def _connect(args: argparse.Namespace) -> dict[str, Any]:
                                 server_name=args.server_name) as conn:
         progress = None if args.json else (
             lambda t: _progress(f"connect: {t:.0f}/{args.seconds:.0f} s"))
-        return await run_client(conn, seconds=args.seconds, progress=progress)
+        return await run_client(conn, seconds=args.seconds, progress=progress,
+                                mix=demo_mix())
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -153,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="server and client over loopback UDP, all four channels")
     d.add_argument("--seconds", type=float, default=5.0, help="how long to send (default 5)")
     d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.add_argument("--synthetic", action="store_true",
+                   help="synthetic audio and video frames instead of Opus and H.264 "
+                        "(those need the 'media' extra; without it the demo is synthetic)")
 
     s = sub.add_parser("serve", help="accept sessions and record what arrives")
     s.add_argument("--host", default="127.0.0.1")
@@ -225,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "demo":
-            result = asyncio.run(_demo(args.seconds, quiet=args.json))
+            result = asyncio.run(_demo(args.seconds, quiet=args.json,
+                                       codecs=not args.synthetic))
             print(json.dumps(result) if args.json else format_table(result))
         elif args.command == "serve":
             asyncio.run(_serve(args))

@@ -24,7 +24,7 @@ from edgewire.transport import (
 )
 from edgewire.transport.jitter import JitterBuffer, JitterBufferConfig
 from edgewire.transport.qos import ChannelKind
-from edgewire.workload.ladder import VideoLadder
+from edgewire.workload.ladder import K_AUDIO_ENCODER_SHARE, VideoLadder
 from edgewire.workload.sinks import ChannelRecorder
 from edgewire.workload.sources import (
     AudioSource,
@@ -50,11 +50,6 @@ _SOURCES: dict[str, Callable[..., Source]] = {
     "audio": AudioSource, "video": VideoSource, "tokens": TokenSource,
     "embeddings": EmbeddingSource,
 }
-
-
-#: Share of an audio channel's allotment an Opus source targets (the rest covers packet
-#: headers and FEC parity).
-K_AUDIO_ENCODER_SHARE = 0.8
 
 
 class _Sender:

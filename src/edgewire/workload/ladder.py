@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from edgewire.errors import LocalProtocolError
 from edgewire.workload.sources import VideoSource
 
-__all__ = ["DEFAULT_LADDER", "Rung", "VideoLadder"]
+__all__ = ["DEFAULT_LADDER", "K_AUDIO_ENCODER_SHARE", "Rung", "VideoLadder"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +47,9 @@ DEFAULT_LADDER = (
 #: Share of the channel's allotment the encoder targets: the rest covers datagram
 #: headers, FEC parity and the size variation of frames.
 K_ENCODER_SHARE = 0.85
+#: Share of an audio channel's allotment an Opus source targets (the rest covers packet
+#: headers and FEC parity).
+K_AUDIO_ENCODER_SHARE = 0.8
 #: Lowest bitrate the encoder is set to, bits per second.
 K_MIN_BITRATE = 50_000.0
 
