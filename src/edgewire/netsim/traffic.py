@@ -163,8 +163,11 @@ class TrafficApp:
         elif isinstance(ev, KeyframeRequested):
             for s in self.senders.values():
                 if s.channel_id == ev.channel_id and isinstance(s.source, VideoSource):
-                    s.source.request_keyframe()
                     s.keyframes_requested += 1
+                    # synthetic frames do not depend on each other: nothing to repair, and
+                    # answering would add keyframes no real stream would need
+                    if s.source.encoder is not None:
+                        s.source.request_keyframe()
         elif isinstance(ev, ChannelOpened):
             if ev.kind is ChannelKind.VIDEO:
                 self._video_ids.add(ev.channel_id)
