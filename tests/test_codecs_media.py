@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgewire.codecs import audio, video
+from edgewire.codecs import base as codec_base
 from edgewire.codecs.audio import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from edgewire.codecs.base import (
     CodecError,
@@ -24,7 +25,7 @@ from edgewire.codecs.base import (
 )
 from edgewire.errors import LocalProtocolError
 
-HAVE_AV = audio.media_available()
+HAVE_AV = codec_base.media_available()
 
 _FAST = settings(max_examples=60, deadline=None)
 
@@ -65,8 +66,7 @@ def test_registry_lists_media_codecs() -> None:
 @pytest.mark.parametrize("name", ["opus", "h264", "vp8"])
 def test_missing_pyav_raises_unavailable(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     # a missing module cannot be simulated otherwise inside one interpreter
-    monkeypatch.setattr(audio, "media_available", lambda: False)
-    monkeypatch.setattr(video, "media_available", lambda: False)
+    monkeypatch.setattr(codec_base, "media_available", lambda: False)
     with pytest.raises(CodecUnavailableError, match=r"media"):
         create_encoder(name)
     with pytest.raises(CodecUnavailableError, match=r"media"):

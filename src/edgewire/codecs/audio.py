@@ -55,10 +55,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from edgewire.codecs import base
 from edgewire.codecs.base import (
     CodecError,
     CodecInfo,
-    CodecUnavailableError,
     Decoder,
     EncodedPacket,
     Encoder,
@@ -78,7 +78,6 @@ __all__ = [
     "Pcm16Encoder",
     "alaw_decode",
     "alaw_encode",
-    "media_available",
     "ulaw_decode",
     "ulaw_encode",
 ]
@@ -97,27 +96,6 @@ K_G711_MAX_BYTES = 8_000  # one second
 K_FADE_STEPS = 6  # consecutive concealed frames before concealment turns to silence
 
 
-def media_available() -> bool:
-    """True when PyAV (the ``media`` extra) can be imported."""
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _ffmpeg_has(name: str) -> bool:
-    import av
-
-    return name in av.codecs_available
-
-
-def _require_media(codec: str) -> None:
-    if not media_available():
-        raise CodecUnavailableError(
-            f"codec {codec!r} needs PyAV: pip install 'edgewire[media]'")
-    if not _ffmpeg_has(codec):
-        raise CodecUnavailableError(f"this PyAV's FFmpeg has no {codec!r} codec")
 
 
 def _as_pcm(item: Any, channels: int, *, what: str) -> Pcm:
@@ -181,7 +159,7 @@ class OpusEncoder(Encoder):
                  application: str = "voip", vbr: str = "off", fec: bool = False,
                  packet_loss_pct: int | None = None, dtx: bool = False, complexity: int = 10,
                  sample_rate: int = K_OPUS_RATE, min_change_ratio: float = 0.05) -> None:
-        _require_media("libopus")
+        base.require_media("libopus")
         if channels not in (1, 2):
             raise LocalProtocolError(f"opus channels must be 1 or 2, got {channels!r}")
         if sample_rate != K_OPUS_RATE:
@@ -303,7 +281,7 @@ class OpusDecoder(Decoder):
 
     def __init__(self, *, channels: int = 1, sample_rate: int = K_OPUS_RATE,
                  max_packet_bytes: int = K_OPUS_MAX_PACKET) -> None:
-        _require_media("opus")
+        base.require_media("opus")
         if channels not in (1, 2):
             raise LocalProtocolError(f"opus channels must be 1 or 2, got {channels!r}")
         if sample_rate != K_OPUS_RATE:
@@ -574,8 +552,8 @@ class G711Decoder(Decoder):
 
 
 def _opus_available() -> bool:
-    # media_available is looked up at call time, so a test can monkeypatch it
-    return media_available() and _ffmpeg_has("libopus")
+    # looked up in base at call time, so a test can monkeypatch base.media_available
+    return base.media_available() and base.ffmpeg_has("libopus")
 
 
 register_codec(CodecInfo(

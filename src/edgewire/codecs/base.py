@@ -31,7 +31,10 @@ __all__ = [
     "codec_info",
     "create_decoder",
     "create_encoder",
+    "ffmpeg_has",
+    "media_available",
     "register_codec",
+    "require_media",
 ]
 
 
@@ -130,6 +133,31 @@ class CodecInfo:
     available: Callable[[], bool] = lambda: True
     """Whether the library is importable here."""
     description: str = ""
+
+
+def media_available() -> bool:
+    """True when PyAV (the ``media`` extra) can be imported."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ffmpeg_has(name: str) -> bool:
+    """True when PyAV's FFmpeg has the codec ``name`` (PyAV must be importable)."""
+    import av
+
+    return name in av.codecs_available
+
+
+def require_media(codec: str) -> None:
+    """Raise CodecUnavailableError unless PyAV and its FFmpeg codec ``codec`` exist."""
+    if not media_available():
+        raise CodecUnavailableError(
+            f"codec {codec!r} needs PyAV: pip install 'edgewire[media]'")
+    if not ffmpeg_has(codec):
+        raise CodecUnavailableError(f"this PyAV's FFmpeg has no {codec!r} codec")
 
 
 _REGISTRY: dict[str, CodecInfo] = {}

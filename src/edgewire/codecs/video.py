@@ -57,10 +57,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from edgewire.codecs import base
 from edgewire.codecs.base import (
     CodecError,
     CodecInfo,
-    CodecUnavailableError,
     Decoder,
     EncodedPacket,
     Encoder,
@@ -82,7 +82,6 @@ __all__ = [
     "array_frames",
     "file_frames",
     "h264_is_keyframe",
-    "media_available",
     "synthetic_frames",
     "vp8_keyframe_size",
 ]
@@ -95,27 +94,6 @@ K_SKIP_TOLERANCE = 0.25  # of a frame interval: earlier frames are thinned out
 _OUTPUTS = ("rgb24", "bgr24", "frame")
 
 
-def media_available() -> bool:
-    """True when PyAV (the ``media`` extra) can be imported."""
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _ffmpeg_has(name: str) -> bool:
-    import av
-
-    return name in av.codecs_available
-
-
-def _require_media(codec: str) -> None:
-    if not media_available():
-        raise CodecUnavailableError(
-            f"codec {codec!r} needs PyAV: pip install 'edgewire[media]'")
-    if not _ffmpeg_has(codec):
-        raise CodecUnavailableError(f"this PyAV's FFmpeg has no {codec!r} codec")
 
 
 def _check_size(width: int, height: int) -> None:
@@ -141,7 +119,7 @@ class VideoEncoder(Encoder):
                  keyframe_interval_s: float = 10.0, threads: int = 1,
                  vbv_buffer_s: float = 1.0, min_change_ratio: float = 0.1,
                  min_change_interval_s: float = 0.5) -> None:
-        _require_media(self.ffmpeg_name)
+        base.require_media(self.ffmpeg_name)
         _check_size(width, height)
         if input_format not in ("rgb24", "bgr24"):
             raise LocalProtocolError(f"input_format {input_format!r}: rgb24 or bgr24")
@@ -410,7 +388,7 @@ class VideoDecoder(Decoder):
 
     def __init__(self, *, output: str = "rgb24", threads: int = 1, max_width: int = 3840,
                  max_height: int = 2160, max_packet_bytes: int = K_MAX_PACKET) -> None:
-        _require_media(self.ffmpeg_name)
+        base.require_media(self.ffmpeg_name)
         if output not in _OUTPUTS:
             raise LocalProtocolError(f"output {output!r}: one of {', '.join(_OUTPUTS)}")
         if not (16 <= max_width <= 16384 and 16 <= max_height <= 16384):
@@ -608,8 +586,8 @@ def array_frames(frames: Iterable[npt.NDArray[np.uint8]]) -> Iterator[npt.NDArra
 
 
 def _has(*names: str) -> Callable[[], bool]:
-    # media_available is looked up at call time, so a test can monkeypatch it
-    return lambda: media_available() and all(_ffmpeg_has(n) for n in names)
+    # looked up in base at call time, so a test can monkeypatch base.media_available
+    return lambda: base.media_available() and all(base.ffmpeg_has(n) for n in names)
 
 
 register_codec(CodecInfo(
