@@ -54,6 +54,10 @@ K_PACING_GAIN = 1.0
 K_HANDOFF = 0.02  # seconds
 #: A full-size QUIC packet, bytes (handoffs hold at least two).
 K_MAX_PACKET = 1200
+#: How long past its planned end a probe cluster keeps tagging packets until as many have
+#: left as it planned: padding handed to QUIC can leave a little late (pacing), and a
+#: cluster short of ``min_packets`` gives no result at all.
+K_PROBE_GRACE = 0.05  # seconds
 #: Audio and tokens are never held below what they send: random loss (which a loss-based
 #: estimate reads as congestion) must not silence a call. The floor is their measured
 #: send rate, FEC parity and retransmissions included, times this headroom, which covers
@@ -118,6 +122,8 @@ class RateController:
         self._probe: ProbeRequest | None = None
         self._probe_until = 0.0
         self._padding_left = 0
+        self._probe_planned = 0
+        self._probe_tagged = 0
         self._padding_gap = 0.0
         self._next_padding = 0.0
         self.probes = 0
@@ -159,8 +165,9 @@ class RateController:
             return
         now = packet.sent_time
         cluster = None
-        if self._probe is not None and now <= self._probe_until:
+        if self._probe is not None and self._tagging(now):
             cluster = self._probe.cluster
+            self._probe_tagged += 1
         self.history.on_sent(packet.packet_number, packet.sent_bytes, now, cluster)
         self.estimator.on_sent(size_bytes=packet.sent_bytes, now=now)
 
@@ -180,7 +187,8 @@ class RateController:
         timer = self.estimator.get_timer()
         if timer is not None and now >= timer:
             self.estimator.on_timer(now=now)
-        if self._probe is not None and now >= self._probe_until and self._padding_left <= 0:
+        if (self._probe is not None and self._padding_left <= 0
+                and not self._tagging(now)):
             self._probe = None
         self._follow(now)
 
@@ -188,7 +196,7 @@ class RateController:
         """The earliest of the estimator's, the feedback's and the probe's deadlines."""
         probe = None
         if self._probe is not None:
-            probe = self._next_padding if self._padding_left > 0 else self._probe_until
+            probe = self._next_padding if self._padding_left > 0 else self._probe_end()
         times = [t for t in (self.estimator.get_timer(), self.recorder.get_timer(), probe)
                  if t is not None]
         return min(times) if times else None
@@ -211,6 +219,8 @@ class RateController:
             # every packet sent while the padding drains at the probe rate is part of the
             # cluster (the padding and whatever data goes with it)
             self._probe_until = now + max(req.duration, self._padding_left * self._padding_gap)
+            self._probe_planned = self._padding_left
+            self._probe_tagged = 0
             self.probes += 1
             if self.cc is not None:
                 self._set_target(max(req.rate_bps, self.send_rate_bps))
@@ -220,6 +230,16 @@ class RateController:
         self._next_padding = now + self._padding_gap
         self.padding_bytes += size
         return [padding_datagram(size)]
+
+    def _tagging(self, now: float) -> bool:
+        """Packets sent at ``now`` belong to the current cluster: until its planned end,
+        or a little after it while fewer packets than planned have left."""
+        return now <= self._probe_end()
+
+    def _probe_end(self) -> float:
+        if self._probe_tagged >= self._probe_planned:
+            return self._probe_until
+        return self._probe_until + K_PROBE_GRACE
 
     def _pacing_rate(self) -> float | None:
         return None if self.cc is None else self.cc.target_bps * K_PACING_GAIN
