@@ -48,7 +48,8 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _demo(seconds: float, quiet: bool, codecs: bool = True) -> dict[str, Any]:
+async def _demo(seconds: float, quiet: bool, codecs: bool = True,
+                health_url: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = write_self_signed(tmp)
         receiver = WorkloadReceiver()
@@ -61,8 +62,11 @@ async def _demo(seconds: float, quiet: bool, codecs: bool = True) -> dict[str, A
                                         cafile=str(cert)) as conn:
                 progress = None if quiet else (
                     lambda t: _progress(f"demo: {t:.0f}/{seconds:.0f} s"))
-                return await run_client(conn, seconds=seconds, progress=progress,
-                                        mix=demo_mix(codecs=codecs))
+                from edgewire.cli.health import health_reporting
+
+                async with health_reporting(conn, health_url):
+                    return await run_client(conn, seconds=seconds, progress=progress,
+                                            mix=demo_mix(codecs=codecs))
         finally:
             server.close()
             await server.wait_closed()
@@ -155,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="server and client over loopback UDP, all four channels")
     d.add_argument("--seconds", type=float, default=5.0, help="how long to send (default 5)")
     d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.add_argument("--health-url", metavar="URL",
+                   help="POST link-health reports (docs/HEALTH.md) to URL while the demo "
+                        "runs, e.g. from `edgewire health listen`")
     d.add_argument("--synthetic", action="store_true",
                    help="synthetic audio and video frames instead of Opus and H.264 "
                         "(those need the 'media' extra; without it the demo is synthetic)")
@@ -220,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_codecs_arguments(bsub.add_parser(
         "codecs", help="payload codecs: embedding fidelity, token bytes, Opus/H.264/VP8 "
                        "bitrate, PSNR and speed"))
+
+    from edgewire.cli.health import add_health_parser
+
+    add_health_parser(sub)
     return p
 
 
@@ -231,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             result = asyncio.run(_demo(args.seconds, quiet=args.json,
-                                       codecs=not args.synthetic))
+                                       codecs=not args.synthetic,
+                                       health_url=args.health_url))
             print(json.dumps(result) if args.json else format_table(result))
         elif args.command == "serve":
             asyncio.run(_serve(args))
@@ -247,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             return _netsim(args)
         elif args.command == "bench":
             return _bench(args)
+        elif args.command == "health":
+            from edgewire.cli.health import run_health
+
+            return run_health(args)
     except KeyboardInterrupt:
         return 130
     except (EdgewireError, OSError, TimeoutError) as exc:

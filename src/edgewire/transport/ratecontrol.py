@@ -14,7 +14,7 @@ too (the benchmark compares them).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from edgewire.transport import quicstats
 from edgewire.transport.bwe import (
     BandwidthEstimator,
     BweConfig,
+    PacketResult,
     ProbeRequest,
     create_estimator,
 )
@@ -139,6 +140,7 @@ class RateController:
         self._next_allocation = 0.0
         self._last_allocation: float | None = None
         self._floor_bps = 0.0
+        self._observers: list[Callable[[list[PacketResult], float], None]] = []
 
     # ---------------------------------------------------------------- receiving side
 
@@ -176,19 +178,28 @@ class RateController:
         results = self.history.on_feedback(data)
         if not results:
             return
+        for observer in self._observers:
+            observer(results, now)
         rtt = quicstats.smoothed_rtt_or_none(self.quic)
         if rtt is not None:
             self.estimator.on_rtt(rtt, now=now)
         self.estimator.on_feedback(results, now=now)
         self._follow(now)
 
+    def add_feedback_observer(self,
+                              observer: Callable[[list[PacketResult], float], None]) -> None:
+        """Also hand every feedback's per-packet results to ``observer(results, now)``
+        (read-only: the health monitor derives jitter, loss and bursts from them)."""
+        self._observers.append(observer)
+
     def on_timer(self, now: float) -> None:
         """Estimator timers and probe bookkeeping; call from the session's timer."""
         timer = self.estimator.get_timer()
         if timer is not None and now >= timer:
             self.estimator.on_timer(now=now)
+        # at the cluster's end (inclusive, the timer fires exactly then), not after it
         if (self._probe is not None and self._padding_left <= 0
-                and not self._tagging(now)):
+                and now >= self._probe_end()):
             self._probe = None
         self._follow(now)
 

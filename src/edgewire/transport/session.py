@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aioquic.quic import events as qe
@@ -24,6 +24,7 @@ from edgewire.errors import (
 )
 from edgewire.transport import control as ctl
 from edgewire.transport import fec, quicstats
+from edgewire.transport.bwe import PacketResult
 from edgewire.transport.channel import ChannelInfo, ChannelState
 from edgewire.transport.config import ALPN, K_MIN_ACK_DELAY, SessionConfig
 from edgewire.transport.events import (
@@ -121,6 +122,9 @@ class Session(Receiver):
         self._elastic = False  # a local video or embeddings channel exists
         self._solo: deque[bytes] = deque()  # parity datagrams, each to go in its own packet
         """``datagrams_to_send`` calls answered without asking aioquic (skip_idle_sends)."""
+        self.last_received: float | None = None
+        """When the last UDP datagram from the network arrived (None before the first);
+        the health monitor's silence detection reads it."""
 
     # ------------------------------------------------------------------ driver interface
 
@@ -139,6 +143,7 @@ class Session(Receiver):
             quicstats.receive_datagram_acking_pairs(self.quic, data, addr, now, K_MIN_ACK_DELAY)
         else:
             self.quic.receive_datagram(data, addr, now=now)
+        self.last_received = now
         self._rate.on_received(now)
         self._process_quic_events(now)
 
@@ -633,6 +638,14 @@ class Session(Receiver):
     @property
     def _local_sending(self) -> bool:
         return self._next_local_id != (0 if self.is_client else 1)
+
+    def add_feedback_observer(
+        self, observer: Callable[[list[PacketResult], float], None]
+    ) -> None:
+        """Hand the per-packet results (send time, size, arrival or loss) of every
+        transport-wide feedback from the peer to ``observer(results, now)``, read-only
+        (the health monitor's jitter, loss and burst figures)."""
+        self._rate.add_feedback_observer(observer)
 
     @property
     def bandwidth_estimate_bps(self) -> float:
