@@ -185,8 +185,10 @@ def test_g711_round_trip_property(samples: list[int], name: str) -> None:
     (y,) = dec.decode(packet.data, timestamp=0.0)
     assert y.shape == x.shape
     assert y.dtype == np.int16
-    # decoding is exact on the code: a second pass changes nothing
-    assert enc.encode(y, timestamp=0.0)[0].data == packet.data
+    # decoded values are fixed points: a second pass gives the same samples (not always
+    # the same code: mu-law has two codes for zero, 0x7f and 0xff, that decode alike)
+    (again,) = enc.encode(y, timestamp=0.0)
+    assert np.array_equal(dec.decode(again.data, timestamp=0.0)[0], y)
     # the error is at most half the top segment's step (A-law) or the clipping (mu-law)
     assert int(np.abs(y.astype(np.int32) - x).max()) <= {"g711u": 644, "g711a": 512}[name]
 
