@@ -121,6 +121,10 @@ def _bench(args: argparse.Namespace) -> int:
         from edgewire.cli.bench_fec import main_bench_fec
 
         return main_bench_fec(args, progress=_progress)
+    if args.bench == "trace":
+        from edgewire.cli.bench_trace import main_bench_trace
+
+        return main_bench_trace(args, progress=_progress)
     from edgewire.cli.bench_throughput import ThroughputConfig, run_throughput
 
     cfg = ThroughputConfig(seconds=args.seconds, rounds=args.rounds)
@@ -227,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_codecs_arguments(bsub.add_parser(
         "codecs", help="payload codecs: embedding fidelity, token bytes, Opus/H.264/VP8 "
                        "bitrate, PSNR and speed"))
+    from edgewire.cli.bench_trace import add_bench_trace_arguments
+
+    add_bench_trace_arguments(bsub.add_parser(
+        "trace", help="capture analysis speed (packets/s) against scapy, peak memory"))
+
+    tr = sub.add_parser("trace", help="packet trace analysis: pcap/pcapng, qlog, endpoint logs")
+    trsub = tr.add_subparsers(dest="trace", required=True)
+    from edgewire.cli.trace import add_trace_parsers
+
+    add_trace_parsers(trsub)
 
     from edgewire.cli.health import add_health_parser
 
@@ -259,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             return _netsim(args)
         elif args.command == "bench":
             return _bench(args)
+        elif args.command == "trace":
+            from edgewire.cli.trace import run_trace
+
+            return run_trace(args)
         elif args.command == "health":
             from edgewire.cli.health import run_health
 
