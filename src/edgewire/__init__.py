@@ -4,6 +4,7 @@
 """
 
 from edgewire.aio import Channel, Connection, Server, connect, serve
+from edgewire.aio.multi import MultiConnection, connect_multi
 from edgewire.errors import (
     ConnectionClosedError,
     EdgewireError,
@@ -34,6 +35,7 @@ __all__ = [
     "LocalProtocolError",
     "MessageReceived",
     "MessageTooLargeError",
+    "MultiConnection",
     "QoS",
     "QueueFullError",
     "RemoteProtocolError",
@@ -43,5 +45,6 @@ __all__ = [
     "TokenMessage",
     "__version__",
     "connect",
+    "connect_multi",
     "serve",
 ]

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edgewire.netsim.bwe_report import plot_timeline
+from edgewire.netsim.multi import seeded_failover
 from edgewire.netsim.run import RunOptions, run_probe, run_scenario
 from edgewire.netsim.scenario import RECOVERY_MODES, load_scenario
 
-__all__ = ["ProgressBar", "add_netsim_parsers", "format_links", "run_netsim"]
+__all__ = ["ProgressBar", "add_netsim_parsers", "format_links", "parse_seeds", "run_netsim"]
 
 LINK_COLUMNS = ("packets_offered", "packets_delivered", "lost_by_model", "dropped_by_queue",
                 "loss_rate", "mean_burst_length", "throughput_kbps", "capacity_kbps")
@@ -103,6 +104,10 @@ def add_netsim_parsers(sub: Any) -> None:
     r.add_argument("--pcap", metavar="PREFIX",
                    help="write PREFIX-{uplink,downlink}-{in,out}.pcap")
     r.add_argument("--seed", type=int, help="override the scenario's seed")
+    r.add_argument("--seeds", type=parse_seeds, metavar="A-B",
+                   help="multi-endpoint scenarios: run once per seed (\"1-20\" or "
+                        "\"1,5,9\") and report the p95 switch gap and token integrity "
+                        "against the failover goal")
     r.add_argument("--cc", help="congestion controller (edgewire, reno, cubic, ...)")
     r.add_argument("--plot", metavar="DIR",
                    help="write DIR/<scenario>-bwe.png: estimate, capacity and queueing "
@@ -123,9 +128,46 @@ def add_netsim_parsers(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"1-20"``, ``"3"`` or ``"1,4,9"`` -> a list of seeds (at most 1000)."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi or lo)
+            if first < 0 or last < first:
+                raise ValueError(part)
+            seeds.extend(range(first, last + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad seed list {text!r} (e.g. 1-20 or 1,4,9)") \
+            from None
+    if not 0 < len(seeds) <= 1000:
+        raise argparse.ArgumentTypeError("give 1..1000 seeds")
+    return seeds
+
+
+def _run_seeds(scenario: Any, args: argparse.Namespace) -> int:
+    summary = seeded_failover(scenario, args.seeds,
+                              RunOptions(cc=args.cc, recovery=args.recovery))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        gap, tok = summary["gap_ms"], summary["tokens"]
+        print(f"scenario {summary['scenario']}: {len(summary['seeds'])} seeds, "
+              f"{summary['switches']} switches")
+        print(f"gap_ms p50 {gap['p50']} p95 {gap['p95']} max {gap['max']} "
+              f"(goal p95 <= {summary['goal']['gap_p95_ms']:g})")
+        print(f"tokens sent {tok['sent']}: lost {tok['lost']}, duplicated "
+              f"{tok['duplicated']}, reordered {tok['reordered']}, foreign {tok['foreign']}")
+        print("goal met" if summary["goal"]["met"] else "goal NOT met")
+    return 0 if summary["goal"]["met"] else 1
+
+
 def run_netsim(args: argparse.Namespace) -> int:
     """Execute ``edgewire netsim run|probe``."""
     scenario = load_scenario(args.scenario)
+    if args.netsim == "run" and getattr(args, "seeds", None):
+        return _run_seeds(scenario, args)
     bar = None if args.quiet else ProgressBar(f"netsim {args.netsim}")
     if args.netsim == "run":
         opts = RunOptions(seed=args.seed, cc=args.cc, recovery=args.recovery,

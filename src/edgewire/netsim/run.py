@@ -113,6 +113,11 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
                             f"(this version supports: {', '.join(RECOVERY_MODES)})")
     if not opts.drain_s >= 0:
         raise LocalProtocolError("drain_s must be >= 0")
+    if scenario.endpoints:
+        # multi-endpoint scenarios: a multi-session over one connection per endpoint
+        from edgewire.netsim.multi import run_multi_scenario
+        return run_multi_scenario(scenario, opts, seed=seed, cc=cc, recovery=recovery,
+                                  progress=progress, wall_clock=wall_clock)
     started = wall_clock() if wall_clock else None
 
     client_qc, server_qc = simulation_quic_configs(

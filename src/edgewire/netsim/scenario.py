@@ -37,7 +37,9 @@ from edgewire.workload.sources import (
 
 __all__ = [
     "RECOVERY_MODES",
+    "EndpointSpec",
     "LinkEvent",
+    "MultipathSettings",
     "Scenario",
     "ScenarioError",
     "TrafficFlow",
@@ -129,6 +131,11 @@ class LinkEvent:
     """Client-to-server parameters from then on; None leaves the direction unchanged."""
     downlink: LinkConfig | None = None
     """Server-to-client parameters from then on; None leaves the direction unchanged."""
+    endpoint: str | None = None
+    """Multi-endpoint scenarios: the endpoint whose links change (None: single endpoint)."""
+    decision: dict[str, Any] | None = None
+    """Multi-endpoint scenarios: a placement decision handed to the client's multi-session
+    at ``at_s`` (``{"action": "switch", "path": "cloud"}``), applied as given."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +166,34 @@ class TransportSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointSpec:
+    """One ``[[endpoints]]`` entry: a server the client keeps a connection to."""
+
+    name: str
+    """Path name ("edge", "cloud")."""
+    uplink: LinkConfig
+    """Client-to-this-endpoint link at the start."""
+    downlink: LinkConfig
+    """This-endpoint-to-client link at the start."""
+    initial: bool = False
+    """The path the channels use first (exactly one endpoint has it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MultipathSettings:
+    """The ``[multipath]`` table (``edgewire.health.multipath.MultipathConfig``)."""
+
+    failover_after_s: float = 0.15
+    """Silence on the active path before the client switches by itself."""
+    probe_interval_s: float = 0.05
+    """Probe (keep-alive) interval on every path."""
+    ack_delay_s: float = 0.01
+    """Delay before reliable messages are acknowledged."""
+    auto_failover: bool = True
+    """Switch on silence by itself (false: only on decisions)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Scenario:
     """A parsed scenario file."""
 
@@ -184,6 +219,11 @@ class Scenario:
     """Channels the server sends."""
     source: str = "<dict>"
     """Where the scenario was read from."""
+    endpoints: tuple[EndpointSpec, ...] = ()
+    """Multi-endpoint scenarios: the endpoints with their links at the start (empty: the
+    classic single endpoint over ``uplink``/``downlink``)."""
+    multipath: MultipathSettings | None = None
+    """Multi-endpoint scenarios: the ``[multipath]`` table."""
 
     def link_at(self, direction: str, t: float) -> LinkConfig:
         """The parameters of "uplink" or "downlink" in force at scenario time ``t``."""
@@ -371,7 +411,7 @@ class _Parser:
 
     def scenario(self, data: dict[str, Any]) -> Scenario:
         top = {"name", "description", "duration_s", "seed", "link", "uplink", "downlink",
-               "events", "transport", "traffic"}
+               "events", "transport", "traffic", "endpoints", "multipath"}
         self.check_keys(data, top, "")
         name = data.get("name")
         if name is None:
@@ -396,6 +436,12 @@ class _Parser:
         events_raw = data.get("events", [])
         if not isinstance(events_raw, list):
             raise self.error("events", "expected an array of tables ([[events]])")
+        multi: dict[str, Any] = {}
+        if "endpoints" in data or "multipath" in data:
+            # local import: the multi-endpoint parser builds on this class
+            from edgewire.netsim.scenario_multi import parse_endpoints
+            multi = parse_endpoints(self, data, raw, events_raw, duration)
+            events_raw = []
         timed: list[tuple[float, int, dict[str, Any]]] = []
         for i, ev in enumerate(events_raw):
             where = f"events[{i}]"
@@ -412,7 +458,7 @@ class _Parser:
                 raise self.error(where, "changes nothing: give link, uplink or downlink")
             timed.append((at, i, ev))
         timed.sort(key=lambda x: (x[0], x[1]))
-        events: list[LinkEvent] = []
+        events: list[LinkEvent] = list(multi.get("events", ()))
         for at, i, ev in timed:
             where = f"events[{i}]"
             both_ev = self.link_overrides(self.table(ev, "link", f"{where}."), f"{where}.link")
@@ -441,7 +487,9 @@ class _Parser:
             raise self.error("traffic", "no channel in either direction")
         return Scenario(name=name, duration_s=duration, seed=seed, description=description,
                         uplink=uplink, downlink=downlink, events=tuple(events),
-                        transport=transport, up=up, down=down, source=self.source)
+                        transport=transport, up=up, down=down, source=self.source,
+                        endpoints=multi.get("endpoints", ()),
+                        multipath=multi.get("multipath"))
 
     def transport(self, table: dict[str, Any]) -> TransportSettings:
         allowed = {f.name for f in fields(TransportSettings)}

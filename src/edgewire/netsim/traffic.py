@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,7 +18,6 @@ from edgewire.transport import (
     FrameLost,
     KeyframeRequested,
     MessageReceived,
-    Session,
     SessionClosed,
     SessionReady,
 )
@@ -36,7 +35,34 @@ from edgewire.workload.sources import (
     payload_size,
 )
 
-__all__ = ["TrafficApp"]
+__all__ = ["AppSession", "TrafficApp"]
+
+
+class AppSession(Protocol):
+    """What a traffic application uses of a session: an edgewire ``Session``, or a
+    multi-endpoint ``MultiSession`` (which numbers its channels itself)."""
+
+    @property
+    def ready(self) -> bool:
+        """Channels can be opened."""
+
+    @property
+    def closed(self) -> bool:
+        """Nothing more will happen."""
+
+    def next_event(self) -> Any:
+        """The next event, or None."""
+
+    def open_channel(self, kind: ChannelKind | str, *, name: str | None = None,
+                     qos: Any = None, now: float) -> int:
+        """Open a channel; its id."""
+
+    def send(self, channel_id: int, payload: Any, *, now: float,
+             timestamp: float | None = None, keyframe: bool = False) -> None:
+        """Queue a message."""
+
+    def request_keyframe(self, channel_id: int, *, now: float) -> bool:
+        """Ask the peer for a keyframe."""
 
 #: Reliable messages held back while a channel's send queue is full; beyond it new ones
 #: are skipped and counted (the source models an application that would block).
@@ -72,12 +98,17 @@ class TrafficApp:
     returns (None until it exists; its endpoint is at ``address``), and records every
     channel the peer opens."""
 
-    def __init__(self, session: Callable[[], Session | None], flows: tuple[TrafficFlow, ...],
-                 *, address: Address, seed: int, start_at: float = 0.0,
-                 stop_at: float) -> None:
+    def __init__(self, session: Callable[[], AppSession | None],
+                 flows: tuple[TrafficFlow, ...],
+                 *, address: Address | None, seed: int, start_at: float = 0.0,
+                 stop_at: float, touches: tuple[Address, ...] | None = None) -> None:
         self._session = session
         self.address = address
-        """Simulator address of the endpoint holding the session."""
+        """Simulator address of the endpoint holding the session (None: a multi-endpoint
+        session; the application is then stepped at every instant)."""
+        self.touches: tuple[Address, ...] = (
+            touches if touches is not None else () if address is None else (address,))
+        """Endpoints that may have something to send after this application acted."""
         self.flows = flows
         self.start_at = start_at
         self.stop_at = stop_at
@@ -138,7 +169,7 @@ class TrafficApp:
                 (timer is not None and now >= timer) or self._holding):
             acted = self._send(session, now) or acted
             self._timer = self._compute_timer()
-        return (self.address,) if acted else ()
+        return self.touches if acted else ()
 
     # ------------------------------------------------------------------ internals
 
@@ -199,7 +230,7 @@ class TrafficApp:
                   and s.source.config.codec == "opus"):
                 s.source.set_bitrate(ev.bitrate_bps * K_AUDIO_ENCODER_SHARE)
 
-    def _start(self, session: Session, now: float) -> None:
+    def _start(self, session: AppSession, now: float) -> None:
         self._started = True
         for flow, rng in zip(self.flows, self._rngs, strict=True):
             kind = flow.kind.value
@@ -211,7 +242,7 @@ class TrafficApp:
                 self.ladders[kind] = VideoLadder(source.config.bitrate_bps)
         self._timer = self._compute_timer()
 
-    def _send(self, session: Session, now: float) -> bool:
+    def _send(self, session: AppSession, now: float) -> bool:
         stopping = now >= self.stop_at
         sent_before = sum(s.sent for s in self.senders.values())
         for s in self.senders.values():
@@ -241,7 +272,7 @@ class TrafficApp:
                 s.held.clear()
         return stopping or sum(s.sent for s in self.senders.values()) != sent_before
 
-    def _submit(self, session: Session, s: _Sender, frame: Frame, now: float) -> None:
+    def _submit(self, session: AppSession, s: _Sender, frame: Frame, now: float) -> None:
         try:
             session.send(s.channel_id, frame.payload, now=now, timestamp=frame.timestamp,
                          keyframe=frame.keyframe)

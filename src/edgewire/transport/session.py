@@ -33,6 +33,7 @@ from edgewire.transport.events import (
     ChannelOpened,
     Event,
     KeyframeRequested,
+    MessageReceived,
     SessionClosed,
     SessionReady,
 )
@@ -68,6 +69,9 @@ K_CLOCK_PROBE_INTERVAL = 10.0  # seconds
 #: Fewest seconds between two keyframe requests for one channel: a keyframe takes about
 #: one RTT to come, and every lost frame until then would otherwise ask again.
 K_KEYFRAME_REQUEST_INTERVAL = 0.2  # seconds
+#: Key of the application messages that carry multipath control (docs/MULTIPATH.md);
+#: a hello under it switches the session's reliable records to the multipath header.
+K_MULTIPATH_KEY = "edgewire.mp"
 #: Versions this implementation speaks.
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 
@@ -122,6 +126,11 @@ class Session(Receiver):
         self._elastic = False  # a local video or embeddings channel exists
         self._solo: deque[bytes] = deque()  # parity datagrams, each to go in its own packet
         """``datagrams_to_send`` calls answered without asking aioquic (skip_idle_sends)."""
+        self.multipath: dict[str, Any] | None = None
+        """Set when the session belongs to a multi-endpoint session (the client sets it,
+        the server learns it from the peer's multipath hello): reliable records then start
+        with a multipath sequence number and are delivered undecoded (bytes) for
+        ``edgewire.health.multipath`` to order, deduplicate and decode."""
         self.last_received: float | None = None
         """When the last UDP datagram from the network arrived (None before the first);
         the health monitor's silence detection reads it."""
@@ -307,6 +316,28 @@ class Session(Receiver):
             if not isinstance(payload, bytes | bytearray | memoryview):
                 raise LocalProtocolError(f"{info.kind.value} channels send bytes")
             self._queue_frame(state, bytes(payload), ts, keyframe, now)
+
+    def send_record(self, channel_id: int, body: bytes, *, now: float) -> None:
+        """Queue an already-encoded record on a reliable channel (the multipath layer
+        puts its sequence header in front of a token frame or array envelope)."""
+        self._check_usable()
+        state = self._channels.get(channel_id)
+        if state is None or not state.info.local or not state.info.qos.reliable:
+            raise LocalProtocolError(f"channel {channel_id} is not a reliable channel of "
+                                     "this side")
+        if state.closed_local:
+            raise LocalProtocolError(f"channel {channel_id} is closed")
+        self._queue_record(state, bytes(body), len(body))
+
+    def set_next_frame_id(self, channel_id: int, frame_id: int) -> None:
+        """Number the next frame of a local real-time channel ``frame_id``: a multipath
+        sender keeps one frame counter across paths, so the receiver sees the frames lost
+        in a switch as a gap, not a restart."""
+        state = self._channels.get(channel_id)
+        if state is None or not state.info.local or state.info.qos.reliable:
+            raise LocalProtocolError(f"channel {channel_id} is not a real-time channel of "
+                                     "this side")
+        state.next_frame = frame_id & 0xFFFFFFFF
 
     def close_channel(self, channel_id: int, *, now: float) -> None:
         """Send nothing more on a channel; queued data is still delivered."""
@@ -769,7 +800,13 @@ class Session(Receiver):
         elif isinstance(msg, ctl.CloseChannel):
             self._on_close_channel(msg.channel_id, msg.messages, now)
         elif isinstance(msg, ctl.AppMessage):
-            self._push(AppMessageReceived(body=msg.body))
+            body = msg.body
+            if (self.multipath is None and isinstance(body, dict)
+                    and isinstance(mp := body.get(K_MULTIPATH_KEY), dict)
+                    and mp.get("t") == "hello"):
+                # the control stream is ordered: the hello precedes the peer's channels
+                self.multipath = mp
+            self._push(AppMessageReceived(body=body))
         else:
             raise RemoteProtocolError(f"unexpected {type(msg).__name__}",
                                       error_code=ErrorCode.CONTROL_PROTOCOL_ERROR)
@@ -806,6 +843,21 @@ class Session(Receiver):
         self._add_channel(info)
         self._push(ChannelOpened(channel_id=cid, kind=msg.kind, name=msg.name, qos=qos))
         self._replay_early(cid, now)
+
+    def _deliver_record(self, state: ChannelState, ins: Any, body: bytes,
+                        now: float) -> None:
+        if self.multipath is None:
+            super()._deliver_record(state, ins, body, now)
+            return
+        # multipath: the record starts with a sequence header only the multipath layer
+        # reads; it decodes, orders and times the message itself
+        state.stats.delivered += 1
+        state.stats.delivered_bytes += len(body)
+        msg_id = ins.next_message
+        ins.next_message += 1
+        self._push(MessageReceived(channel_id=state.channel_id, payload=body,
+                                   timestamp=now, latency=0.0, frame_id=msg_id))
+        self._maybe_report_closed(state)
 
     def _finish(self, error_code: int, reason: str, *, by_peer: bool) -> None:
         if self.closed:
