@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from edgewire.errors import LocalProtocolError
 from edgewire.health.decisions import DecisionApplier
@@ -24,7 +24,7 @@ from edgewire.health.report import encode_report
 from edgewire.health.sinks import GAUGES, DropOldestQueue, metric_samples, retry_delay
 
 __all__ = ["CallbackSink", "HealthReporter", "JsonLinesSink", "PrometheusSink", "ReportSink",
-           "ReportStream", "WebhookSink"]
+           "ReportStream", "SinkFanout", "WebhookSink"]
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,53 @@ class JsonLinesSink:
         """Nothing held open between writes."""
 
 
-class HealthReporter:
+class SinkFanout:
+    """What every reporter shares: a list of sinks, a reporting task, and ``emit`` /
+    ``aclose`` / ``async with``. Subclasses implement ``_run``."""
+
+    sinks: list[Any]
+    _task: asyncio.Task[None] | None
+    reports: int
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the reporting task."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def emit(self, report: dict[str, Any]) -> None:
+        """Hand a report to every sink (none may hold the loop)."""
+        self.reports += 1
+        for sink in self.sinks:
+            try:
+                sink.submit(report)
+            except Exception:  # a broken sink must not stop the others
+                log.exception("health sink %s failed", type(sink).__name__)
+
+    async def aclose(self) -> None:
+        """Stop reporting and close every sink."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for sink in self.sinks:
+            try:
+                await sink.aclose()
+            except Exception:
+                log.exception("closing health sink %s failed", type(sink).__name__)
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class HealthReporter(SinkFanout):
     """Runs a :class:`HealthMonitor` on a connection and fans its reports out to sinks.
 
     ``async with HealthReporter(conn, monitor, sinks=[...]):`` or ``start()`` /
@@ -315,11 +361,6 @@ class HealthReporter:
             raise LocalProtocolError("this reporter has no DecisionApplier")
         return self.decisions.apply(decision, source="api")
 
-    def start(self) -> None:
-        """Start the reporting task."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         session = self.connection.session
@@ -333,33 +374,3 @@ class HealthReporter:
             wake = now + K_OBSERVE_INTERVAL if timer is None else min(
                 timer, now + K_OBSERVE_INTERVAL)
             await asyncio.sleep(max(0.0, wake - loop.time()))
-
-    def emit(self, report: dict[str, Any]) -> None:
-        """Hand a report to every sink (none may hold the loop)."""
-        self.reports += 1
-        for sink in self.sinks:
-            try:
-                sink.submit(report)
-            except Exception:  # a broken sink must not stop the others
-                log.exception("health sink %s failed", type(sink).__name__)
-
-    async def aclose(self) -> None:
-        """Stop reporting and close every sink."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for sink in self.sinks:
-            try:
-                await sink.aclose()
-            except Exception:
-                log.exception("closing health sink %s failed", type(sink).__name__)
-
-    async def __aenter__(self) -> HealthReporter:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-

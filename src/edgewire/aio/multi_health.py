@@ -13,13 +13,11 @@ reason, rides in the next report of the path that is active after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edgewire.aio.health import K_OBSERVE_INTERVAL, WebhookSink
+from edgewire.aio.health import K_OBSERVE_INTERVAL, SinkFanout, WebhookSink
 from edgewire.aio.multi import MultiConnection
 from edgewire.health.decisions import Decision, DecisionApplier
 from edgewire.health.device import DeviceProbe
@@ -27,10 +25,8 @@ from edgewire.health.monitor import HealthConfig, HealthMonitor
 
 __all__ = ["MultiHealthReporter"]
 
-log = logging.getLogger(__name__)
 
-
-class MultiHealthReporter:
+class MultiHealthReporter(SinkFanout):
     """Per-path health monitors of a :class:`MultiConnection`, their reports fanned out to
     sinks, and placement decisions applied to the connection (``async with`` or
     ``start()`` / ``aclose()``)."""
@@ -87,11 +83,6 @@ class MultiHealthReporter:
                 due.append(monitor.report(now=now, ts=self._wall()))
         return due
 
-    def start(self) -> None:
-        """Start the reporting task."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -101,32 +92,3 @@ class MultiHealthReporter:
             timers = [t for m in self.monitors.values() if (t := m.get_timer()) is not None]
             wake = min([now + K_OBSERVE_INTERVAL, *timers])
             await asyncio.sleep(max(0.0, wake - loop.time()))
-
-    def emit(self, report: dict[str, Any]) -> None:
-        """Hand a report to every sink (a failing sink does not stop the others)."""
-        self.reports += 1
-        for sink in self.sinks:
-            try:
-                sink.submit(report)
-            except Exception:
-                log.exception("health sink %s failed", type(sink).__name__)
-
-    async def aclose(self) -> None:
-        """Stop reporting and close every sink."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for sink in self.sinks:
-            try:
-                await sink.aclose()
-            except Exception:
-                log.exception("closing health sink %s failed", type(sink).__name__)
-
-    async def __aenter__(self) -> MultiHealthReporter:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
