@@ -47,7 +47,47 @@ K_RELIABLE_BACKLOG = 65536
 K_APP_BACKLOG = 1024
 
 
-class Channel:
+class _ChannelView:
+    """What every asyncio channel shows: its info as properties, and ``async for``
+    over ``recv()`` until the channel or connection ends."""
+
+    info: ChannelInfo
+
+    @property
+    def id(self) -> int:
+        """Channel id within the session."""
+        return self.info.channel_id
+
+    @property
+    def kind(self) -> ChannelKind:
+        """Kind of payload."""
+        return self.info.kind
+
+    @property
+    def name(self) -> str:
+        """Name given when it was opened (the same on every path of a multi-session)."""
+        return self.info.name
+
+    @property
+    def qos(self) -> QoS:
+        """Delivery settings."""
+        return self.info.qos
+
+    async def recv(self) -> MessageReceived:
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[MessageReceived]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[MessageReceived]:
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosedError:
+                return
+
+
+class Channel(_ChannelView):
     """One channel of a :class:`Connection`: ``await send(...)``, ``async for msg in ch``."""
 
     def __init__(self, conn: Connection, info: ChannelInfo) -> None:
@@ -81,26 +121,6 @@ class Channel:
         sent = conn.session.request_keyframe(self.id, now=conn.loop.time())
         conn._transmit()
         return sent
-
-    @property
-    def id(self) -> int:
-        """Channel id within the session."""
-        return self.info.channel_id
-
-    @property
-    def kind(self) -> ChannelKind:
-        """Kind of payload."""
-        return self.info.kind
-
-    @property
-    def name(self) -> str:
-        """Name given when it was opened."""
-        return self.info.name
-
-    @property
-    def qos(self) -> QoS:
-        """Delivery settings."""
-        return self.info.qos
 
     def send_nowait(
         self, payload: Any, *, keyframe: bool = False, timestamp: float | None = None
@@ -147,16 +167,6 @@ class Channel:
         if self._closed_by_peer:
             raise ConnectionClosedError(f"channel {self.name!r} closed by the peer")
         raise ConnectionClosedError("session closed", error_code=conn.close_code)
-
-    def __aiter__(self) -> AsyncIterator[MessageReceived]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[MessageReceived]:
-        while True:
-            try:
-                yield await self.recv()
-            except ConnectionClosedError:
-                return
 
     async def close(self) -> None:
         """Send nothing more; the peer's iterator ends after the last message."""

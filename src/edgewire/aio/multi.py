@@ -23,6 +23,7 @@ from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from edgewire.aio.client import parse_url
+from edgewire.aio.connection import _ChannelView
 from edgewire.errors import ConnectionClosedError, LocalProtocolError, QueueFullError
 from edgewire.health.events import PathSwitched
 from edgewire.health.multipath import MultipathConfig, MultiSession
@@ -112,7 +113,7 @@ class _Hub:
             self._timer = None
 
 
-class MultiChannel:
+class MultiChannel(_ChannelView):
     """A channel of a :class:`MultiConnection`; it follows the active path."""
 
     def __init__(self, conn: MultiConnection, info: ChannelInfo) -> None:
@@ -121,21 +122,6 @@ class MultiChannel:
         self._inbox: deque[MessageReceived] = deque()
         self.reader_dropped = 0
         """Real-time messages dropped because the application did not read them."""
-
-    @property
-    def id(self) -> int:
-        """Channel id within the multi-session."""
-        return self.info.channel_id
-
-    @property
-    def kind(self) -> ChannelKind:
-        """Kind of payload."""
-        return self.info.kind
-
-    @property
-    def name(self) -> str:
-        """Name (the same on every path)."""
-        return self.info.name
 
     def send_nowait(self, payload: Any, *, keyframe: bool = False,
                     timestamp: float | None = None) -> None:
@@ -167,16 +153,6 @@ class MultiChannel:
                 raise ConnectionClosedError("every path is closed")
             await self._conn._wait()
         return self._inbox.popleft()
-
-    def __aiter__(self) -> AsyncIterator[MessageReceived]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[MessageReceived]:
-        while True:
-            try:
-                yield await self.recv()
-            except ConnectionClosedError:
-                return
 
     def _deliver(self, ev: MessageReceived) -> None:
         if len(self._inbox) >= K_BACKLOG:
