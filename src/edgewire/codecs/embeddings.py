@@ -35,6 +35,13 @@ Per vector (``d`` elements), without the envelope: float32 ``4d``, float16 and b
 bytes per packet (more for int4, which also carries its shape and group size), shared by
 the vectors of a batch.
 
+:class:`EmbeddingEncoder` then zstd-compresses the envelope when that saves at least 5 %
+(``compress=True``, the default; :func:`encode_embeddings` leaves it off unless asked), the
+threshold being :data:`edgewire.codecs.envelope.K_ZSTD_MIN_SAVING`. Quantized values cluster
+near zero, so an int8 batch of 16 normalized 768-dimensional vectors shrinks by 7-21 %
+(``edgewire bench codecs``: 21 % with outlier dimensions, 7 % without); float packets gain
+about 7 % from their exponent bytes. The decoder reads both forms.
+
 ``precision="auto"`` picks, for each packet, the most precise of float32 > float16 > int8 >
 int4 whose offered rate fits the channel's share of the estimate, which the encoder learns
 from :meth:`EmbeddingEncoder.set_target_bitrate`. The offered rate at a precision is what the
@@ -285,8 +292,9 @@ class EmbeddingEncoderConfig:
     """Fraction of the target the offered rate may use."""
     hysteresis: float = 0.1
     """Extra fraction of the target left free before stepping up to a finer precision."""
-    compress: bool = False
-    """zstd-compress packets when it saves at least 10% (needs zstandard)."""
+    compress: bool = True
+    """zstd-compress packets when it saves at least 5 % (int8 and int4 batches usually do;
+    float packets rarely, and are then sent as they are)."""
     target_bps: float | None = None
     """Initial target (bits/s); None until :meth:`EmbeddingEncoder.set_target_bitrate`."""
 
