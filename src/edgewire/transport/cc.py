@@ -6,13 +6,25 @@ queue overflows. This one has no opinion of its own: the session's bandwidth est
 DATAGRAMs together are sent at that rate. Registered with aioquic as ``"edgewire"``.
 
 The pacer sends at the target (``quicstats.pace_at``: aioquic would otherwise pace at
-window ÷ smoothed RTT). The window, target x max(smoothed RTT + K_WINDOW_EXTRA,
-K_MIN_WINDOW_TIME), only caps what is in flight: the extra covers the delayed ACK (up to
-25 ms) and feedback jitter, so a paced flow is never also window-limited.
+window ÷ smoothed RTT). The window caps what is in flight at target x max(min RTT +
+K_WINDOW_EXTRA, K_MIN_WINDOW_TIME): the extra covers the delayed ACK (up to 25 ms), feedback
+jitter and a small queue, so a paced flow at its target is not also window-limited. When
+the capacity falls below the target, or the path stops delivering, the window stops the
+sender one window after the ACKs stop, whatever the estimator has yet to learn: the queue
+it can build is bounded by the window. The min RTT is the smallest RTT sample of the last
+K_MIN_RTT_WINDOW to K_MIN_RTT_WINDOW x 2 seconds, so a longer path is learned again.
+
+A full window after a blackout would hold the sender until QUIC's probe timeout (which
+backs off to seconds) frees it: the packets in flight were lost with the path. So while no
+ACK has come for K_SILENCE_AFTER beyond the window time, the window grows by one packet
+every K_SILENCE_INTERVAL (:meth:`EdgewireCongestionControl.on_timer`, driven by the
+session's timer): a trickle that costs nothing while the path is dark and is acknowledged
+as soon as it is back, which frees the window at once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,14 +41,20 @@ __all__ = ["CONGESTION_CONTROL_NAME", "EdgewireCongestionControl"]
 CONGESTION_CONTROL_NAME = "edgewire"
 #: Target before the estimator has said anything (the estimator's own start rate).
 K_START_BPS = 300_000.0
-#: Window time beyond the smoothed RTT.
-K_WINDOW_EXTRA = 0.04  # seconds
+#: Window time beyond the min RTT.
+K_WINDOW_EXTRA = 0.08  # seconds
 #: RTT assumed before the first sample.
 K_INITIAL_RTT = 0.1  # seconds
 #: The window covers at least this much time at the target: on a short path a window of
 #: one RTT would stall small real-time packets behind a few unacknowledged ones (after a
 #: blackout, until loss detection clears them); pacing holds the rate either way.
-K_MIN_WINDOW_TIME = 1.0  # seconds
+K_MIN_WINDOW_TIME = 0.1  # seconds
+#: The min RTT is taken over the samples of the last one to two of these periods.
+K_MIN_RTT_WINDOW = 5.0  # seconds
+#: Silence (no ACK) beyond the window time after which the window grows a packet...
+K_SILENCE_AFTER = 0.05  # seconds
+#: ...every this many seconds, until an ACK comes.
+K_SILENCE_INTERVAL = 0.1  # seconds: ten packets a second, ~100 kbit/s into a dark path
 #: Fewest packets the window allows, so ACK clocking never stalls.
 K_MIN_PACKETS = 4
 
@@ -56,7 +74,15 @@ class EdgewireCongestionControl(QuicCongestionControl):
         """Rate the window and pacer follow, bits per second."""
         self.smoothed_rtt: Callable[[], float | None] | None = None
         """Reader of the connection's smoothed RTT (set by the session)."""
-        self._rtt: float | None = None
+        # windowed min RTT: minimum of the current and the previous period's samples
+        self._min_cur = math.inf
+        self._min_prev = math.inf
+        self._min_start: float | None = None
+        self._window_time = K_MIN_WINDOW_TIME
+        self._last_ack: float | None = None
+        self._credit = 0  # packets the window holds beyond the target's, while silent
+        self.silence_packets = 0
+        """Packets of window granted while no ACK came (see the module docstring)."""
         self.persistent_congestion = 0
         """Times aioquic declared persistent congestion."""
         self._update_window()
@@ -66,20 +92,63 @@ class EdgewireCongestionControl(QuicCongestionControl):
         self.target_bps = max(float(target_bps), 1.0)
         self._update_window()
 
+    @property
+    def min_rtt(self) -> float | None:
+        """Smallest RTT sample of the last K_MIN_RTT_WINDOW to 2 x K_MIN_RTT_WINDOW s."""
+        best = min(self._min_cur, self._min_prev)
+        return best if best < math.inf else None
+
     def _update_window(self) -> None:
-        rtt = self.smoothed_rtt() if self.smoothed_rtt is not None else None
+        rtt = self.min_rtt
         if rtt is None:
-            rtt = self._rtt if self._rtt is not None else K_INITIAL_RTT
-        window = self.target_bps / 8.0 * max(rtt + K_WINDOW_EXTRA, K_MIN_WINDOW_TIME)
+            rtt = self.smoothed_rtt() if self.smoothed_rtt is not None else None
+        if rtt is None:
+            rtt = K_INITIAL_RTT
+        self._window_time = max(rtt + K_WINDOW_EXTRA, K_MIN_WINDOW_TIME)
+        window = self.target_bps / 8.0 * self._window_time
         floor = max(K_MIN_PACKETS, K_MINIMUM_WINDOW) * self._max_datagram_size
-        self.congestion_window = max(int(window), floor)
+        self.congestion_window = (max(int(window), floor)
+                                  + self._credit * self._max_datagram_size)
+
+    def _silence_start(self) -> float | None:
+        """When the window starts to grow for lack of ACKs (None: nothing in flight)."""
+        if self._last_ack is None or self.bytes_in_flight <= 0:
+            return None
+        return self._last_ack + self._window_time + K_SILENCE_AFTER
+
+    def get_timer(self) -> float | None:
+        """When :meth:`on_timer` next grows the window, while nothing is acknowledged."""
+        start = self._silence_start()
+        if start is None:
+            return None
+        return start + self._credit * K_SILENCE_INTERVAL
+
+    def on_timer(self, now: float) -> None:
+        """Grow the window by a packet per K_SILENCE_INTERVAL of silence (see above)."""
+        start = self._silence_start()
+        if start is None or now < start:
+            return
+        credit = 1 + int((now - start) / K_SILENCE_INTERVAL + 1e-9)
+        if credit > self._credit:
+            self.silence_packets += credit - self._credit
+            self._credit = credit
+            self._update_window()
+
+    def _acked(self, now: float) -> None:
+        self._last_ack = now
+        if self._credit:
+            self._credit = 0
+            self._update_window()
 
     # ------------------------------------------------------------ aioquic's hooks
 
     def on_packet_acked(self, *, now: float, packet: QuicSentPacket) -> None:
         self.bytes_in_flight -= packet.sent_bytes
+        self._acked(now)
 
     def on_packet_sent(self, *, packet: QuicSentPacket) -> None:
+        if self.bytes_in_flight <= 0 and self._last_ack is None:
+            self._last_ack = packet.sent_time  # silence counts from the first packet
         self.bytes_in_flight += packet.sent_bytes
 
     def on_packets_expired(self, *, packets: Iterable[QuicSentPacket]) -> None:
@@ -97,12 +166,22 @@ class EdgewireCongestionControl(QuicCongestionControl):
     def on_rtt_measurement(self, *, now: float, rtt: float) -> None:
         # aioquic updates its smoothed RTT just before this call and sets the pacing rate
         # from the window just after it
-        self._rtt = rtt if self._rtt is None else 0.875 * self._rtt + 0.125 * rtt
+        if self._min_start is None:
+            self._min_start = now
+        elif now - self._min_start >= K_MIN_RTT_WINDOW:
+            self._min_prev, self._min_cur = self._min_cur, math.inf
+            self._min_start = now
+        if rtt > 0:
+            self._min_cur = min(self._min_cur, rtt)
         self._update_window()
 
     def get_log_data(self) -> dict[str, Any]:
         data = super().get_log_data()
         data["target_bps"] = round(self.target_bps)
+        if self._credit:
+            data["silence_packets"] = self._credit
+        if self.min_rtt is not None:
+            data["min_rtt"] = round(self.min_rtt, 6)
         return data
 
 

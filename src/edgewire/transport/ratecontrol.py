@@ -202,13 +202,17 @@ class RateController:
                 and now >= self._probe_end()):
             self._probe = None
         self._follow(now)
+        if self.cc is not None:
+            self.cc.on_timer(now)
 
     def get_timer(self) -> float | None:
-        """The earliest of the estimator's, the feedback's and the probe's deadlines."""
+        """The earliest of the estimator's, the feedback's, the probe's and the congestion
+        controller's (window growth while silent) deadlines."""
         probe = None
         if self._probe is not None:
             probe = self._next_padding if self._padding_left > 0 else self._probe_end()
-        times = [t for t in (self.estimator.get_timer(), self.recorder.get_timer(), probe)
+        cc = self.cc.get_timer() if self.cc is not None else None
+        times = [t for t in (self.estimator.get_timer(), self.recorder.get_timer(), probe, cc)
                  if t is not None]
         return min(times) if times else None
 

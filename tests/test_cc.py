@@ -1,0 +1,100 @@
+"""edgewire's congestion controller: the window that caps what is in flight."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgewire.transport.cc import (
+    K_MIN_PACKETS,
+    K_MIN_RTT_WINDOW,
+    K_MIN_WINDOW_TIME,
+    K_WINDOW_EXTRA,
+    EdgewireCongestionControl,
+)
+
+MTU = 1200
+
+
+def _cc(target_bps: float = 2_000_000.0) -> EdgewireCongestionControl:
+    cc = EdgewireCongestionControl(max_datagram_size=MTU)
+    cc.set_target(target_bps)
+    return cc
+
+
+def test_window_follows_min_rtt_not_queue_inflated_samples() -> None:
+    cc = _cc()
+    cc.on_rtt_measurement(now=0.0, rtt=0.05)
+    for i in range(1, 20):  # a queue builds: RTT samples grow, the window does not
+        cc.on_rtt_measurement(now=0.1 * i, rtt=0.05 + 0.02 * i)
+    assert cc.min_rtt == pytest.approx(0.05)
+    assert cc.congestion_window == int(2_000_000 / 8 * (0.05 + K_WINDOW_EXTRA))
+
+
+def test_window_scales_with_target() -> None:
+    cc = _cc(1_000_000)
+    cc.on_rtt_measurement(now=0.0, rtt=0.1)
+    small = cc.congestion_window
+    cc.set_target(4_000_000)
+    assert cc.congestion_window == pytest.approx(4 * small, rel=1e-6)
+
+
+def test_min_rtt_is_learned_again_after_a_longer_path() -> None:
+    cc = _cc()
+    cc.on_rtt_measurement(now=0.0, rtt=0.02)
+    t = 0.0
+    while t < 2 * K_MIN_RTT_WINDOW + 0.5:  # the path now takes 200 ms
+        t += 0.1
+        cc.on_rtt_measurement(now=t, rtt=0.2)
+    assert cc.min_rtt == pytest.approx(0.2)
+    assert cc.congestion_window == int(2_000_000 / 8 * (0.2 + K_WINDOW_EXTRA))
+
+
+def test_window_floors() -> None:
+    cc = _cc(2_000_000)
+    cc.on_rtt_measurement(now=0.0, rtt=0.0002)  # loopback
+    assert cc.congestion_window == int(2_000_000 / 8 * K_MIN_WINDOW_TIME)
+    cc.set_target(10_000)
+    assert cc.congestion_window == max(K_MIN_PACKETS, 2) * MTU
+
+
+def test_before_any_sample_the_smoothed_rtt_reader_is_used() -> None:
+    cc = _cc()
+    assert cc.min_rtt is None
+    cc.smoothed_rtt = lambda: 0.3
+    cc.set_target(1_000_000)
+    assert cc.congestion_window == int(1_000_000 / 8 * (0.3 + K_WINDOW_EXTRA))
+
+
+class _Pkt:
+    def __init__(self, sent_time: float, size: int = MTU) -> None:
+        self.sent_time = sent_time
+        self.sent_bytes = size
+
+
+def test_window_grows_a_packet_per_interval_of_silence_and_resets_on_ack() -> None:
+    """After a blackout the window is full of lost packets; a trickle beyond it lets the
+    first ACK of the restored path through at once instead of after QUIC's backed-off
+    probe timeout."""
+    from edgewire.transport.cc import K_SILENCE_AFTER, K_SILENCE_INTERVAL
+
+    cc = _cc(1_000_000)
+    cc.on_rtt_measurement(now=0.0, rtt=0.05)
+    base = cc.congestion_window
+    cc.on_packet_acked(now=0.0, packet=_Pkt(0.0))  # type: ignore[arg-type]
+    cc.bytes_in_flight = 0
+    while cc.bytes_in_flight < base:  # fill the window, then the path goes dark
+        cc.on_packet_sent(packet=_Pkt(0.01))  # type: ignore[arg-type]
+    start = cc.get_timer()
+    assert start == pytest.approx(0.0 + 0.05 + K_WINDOW_EXTRA + K_SILENCE_AFTER)
+    cc.on_timer(start - 0.001)
+    assert cc.congestion_window == base  # not yet
+    cc.on_timer(start)
+    assert cc.congestion_window == base + MTU
+    cc.on_timer(start + 3 * K_SILENCE_INTERVAL)
+    assert cc.congestion_window == base + 4 * MTU
+    assert cc.get_timer() == pytest.approx(start + 4 * K_SILENCE_INTERVAL)
+    assert cc.silence_packets == 4
+    cc.on_packet_acked(now=start + 0.35, packet=_Pkt(start))  # type: ignore[arg-type]
+    assert cc.congestion_window == base
+    cc.bytes_in_flight = 0
+    assert cc.get_timer() is None  # nothing in flight: no silence to bridge
