@@ -142,6 +142,47 @@ def test_loss_change_is_reported_within_two_periods() -> None:
     assert after[0][1]["reasons"] != ["periodic"] or after[0][0] <= 6.0
 
 
+def test_periodic_reports_tile_time_around_urgent_ones() -> None:
+    s, _m, link = make()
+    fed: list[tuple[float, int, int]] = []  # (feedback time, packets, lost)
+    s.observers.append(lambda rs, now: fed.append(
+        (now, len(rs), sum(r.arrival_time is None for r in rs))))
+    link.run(1.5)
+    link.run(1.6, lost=lambda pn: True)  # a burst: a loss spike and a tier change
+    link.run(6.0)
+    periodic = [(t, r) for t, r in link.reports if "periodic" in r["reasons"]]
+    assert any("periodic" not in r["reasons"] for _, r in link.reports)
+    # urgent reports do not move the periodic grid ...
+    assert all(0.99 <= b - a <= 1.01 for (a, _), (b, _) in itertools.pairwise(periodic))
+    # ... so the periodic windows cover every feedback once, the burst included
+    first, last = periodic[0][0], periodic[-1][0]
+    covered = [(n, lost) for t, n, lost in fed if first - 1.0 < t <= last]
+    assert sum(r["loss"]["packets"] for _, r in periodic) == sum(n for n, _ in covered)
+    assert sum(round(r["loss"]["rate"] * r["loss"]["packets"]) for _, r in periodic) == 10
+    assert sum(lost for _, lost in covered) == 10
+
+
+def test_feedback_on_a_window_boundary_counts_in_one_report() -> None:
+    s, m, _link = make()
+    s.last_received = 0.0
+    m.observe(s, now=0.0)  # type: ignore[arg-type]
+
+    def batch(t: float, lost: int) -> list[PacketResult]:
+        return [PacketResult(sequence=round(t * 100) + i, send_time=t - 0.03, size_bytes=1000,
+                             arrival_time=None if i < lost else t - 0.01)
+                for i in range(5)]
+
+    for t, lost in ((1.0, 1), (2.0, 0)):
+        s.feed(batch(t, lost), t)
+        s.last_received = t
+        m.observe(s, now=t)  # type: ignore[arg-type]
+        assert m.due(now=t)
+        r = m.report(now=t, ts=t)
+        assert "periodic" in r["reasons"]  # the first also says tier_change (20 % loss)
+        # (t - 1 s, t]: the batch at exactly 1.0 is the first report's, not the second's
+        assert (r["loss"]["packets"], r["loss"]["rate"]) == (5, lost / 5)
+
+
 def test_silence_means_down_quickly_and_recovers() -> None:
     _s, _m, link = make()
     link.run(3.0)
@@ -243,3 +284,13 @@ def test_score_and_tier_thresholds() -> None:
     th = (85.0, 65.0, 40.0)
     assert [tier_of(x, th) for x in (100, 85, 84.9, 65, 40, 39.9, 0)] == [
         "excellent", "excellent", "good", "good", "fair", "poor", "poor"]
+
+
+def test_a_report_asked_for_early_is_periodic_and_restarts_the_period() -> None:
+    _s, m, link = make()
+    link.run(1.5)
+    r = m.report(now=1.5, ts=1.5)  # on demand: nothing urgent, before the periodic time
+    assert r["reasons"] == ["periodic"]
+    before = len(link.reports)
+    link.run(3.0)
+    assert [t for t, _ in link.reports[before:]] == [pytest.approx(2.5)]

@@ -157,7 +157,9 @@ class _Window:
             rows.popleft()
 
     def since(self, start: float) -> list[tuple[float, ...]]:
-        return [r for r in self.rows if r[0] >= start]
+        """Rows after ``start`` (exclusive): windows ending where the next one starts
+        share no row, so back-to-back periodic reports count each feedback once."""
+        return [r for r in self.rows if r[0] > start]
 
 
 def _r(value: float | None, digits: int = 3) -> float | None:
@@ -492,14 +494,29 @@ class HealthMonitor:
 
     def report(self, *, now: float, ts: float) -> dict[str, Any]:
         """An ``edgewire.health/1`` report (JSON-ready) at monotonic ``now`` and unix
-        time ``ts``; restarts the period and clears the urgent reasons."""
+        time ``ts``; clears the urgent reasons. A report at or after the periodic time
+        is (also) ``periodic`` and moves that time one period on; an urgent report
+        between two periodic ones leaves it alone, so the periodic windows tile time. A
+        report asked for early with nothing urgent is ``periodic`` and restarts the
+        period from ``now``."""
         cfg = self.config
         self._evaluate(now)
         f = self.figures(now=now)
-        reasons = self._urgent or ["periodic"]
+        reasons = self._urgent
+        on_grid = self._next_periodic is not None and now >= self._next_periodic
+        if on_grid or not reasons:
+            # The periodic schedule is a fixed grid that urgent reports do not move: an
+            # urgent report (a loss spike, a tier change) is triggered by the very events
+            # it reports, so restarting the period there would leave those events between
+            # two periodic windows, and the periodic series would under-read loss. A
+            # report asked for early with nothing urgent restarts the grid, as it always
+            # did: its window overlaps the last one, it leaves no gap.
+            reasons = [*reasons, "periodic"]
+            nxt = (self._next_periodic if on_grid and self._next_periodic is not None
+                   else now) + cfg.period_s
+            self._next_periodic = nxt if nxt > now else now + cfg.period_s
         self._urgent = []
         self._last_report_at = now
-        self._next_periodic = now + cfg.period_s
         self._reported_loss = f["loss"] or 0.0
         self._reported_rtt = f["rtt_smoothed"]
         self.reports += 1
