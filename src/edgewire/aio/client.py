@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import warnings
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 
 from aioquic.quic.connection import NetworkAddress
 
-from edgewire.aio.connection import Connection
+from edgewire.aio.connection import Connection, EndpointLogTarget, open_endpoint_log
 from edgewire.errors import InsecureConnectionWarning, LocalProtocolError
 from edgewire.transport import Session, SessionConfig, quic_configuration
 
@@ -63,12 +64,16 @@ async def connect(
     config: SessionConfig | None = None,
     handshake_timeout: float = 10.0,
     secrets_log_file: TextIO | None = None,
+    endpoint_log: EndpointLogTarget | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect to an edgewire server; ``async with connect(url) as session: ...``.
 
     The server's certificate is verified against the system trust store or ``cafile``.
     ``insecure=True`` skips verification and warns (InsecureConnectionWarning). The QUIC
     handshake and edgewire hello must finish within ``handshake_timeout`` seconds.
+    ``endpoint_log`` (a file path, or an ``EndpointLog`` such as an ``EndpointLogWriter``)
+    records every message this side sends and receives, with ``loop.time()``
+    (docs/TRACES.md); a file is closed when the connection ends.
     """
     host, port = parse_url(url)
     if insecure:
@@ -96,11 +101,20 @@ async def connect(
         secrets_log_file=secrets_log_file,
     )
     session = Session(qc, config=config)
+    # a log that cannot be written fails here, before anything goes on the network
+    owned = (open_endpoint_log(endpoint_log)
+             if isinstance(endpoint_log, str | os.PathLike) else None)
     local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-    transport, protocol = await loop.create_datagram_endpoint(
-        _ClientProtocol, local_addr=local, family=family
-    )
+    try:
+        transport, protocol = await loop.create_datagram_endpoint(
+            _ClientProtocol, local_addr=local, family=family
+        )
+    except BaseException:
+        if owned is not None:
+            owned.close()
+        raise
     conn = Connection(session, transport.sendto)
+    conn._attach_log(owned or endpoint_log, owned)
     protocol.conn = conn
     try:
         session.connect(addr, now=loop.time())
@@ -114,6 +128,7 @@ async def connect(
     finally:
         if not conn.closed:
             conn._close_now(0, "")
+        conn._release_log()
         # give the CONNECTION_CLOSE a chance to leave the socket
         await asyncio.sleep(0)
         transport.close()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aioquic.quic.connection import NetworkAddress
 
-from edgewire.errors import ConnectionClosedError, QueueFullError
+from edgewire.errors import ConnectionClosedError, LocalProtocolError, QueueFullError
 from edgewire.transport import (
     AppMessageReceived,
     BitrateChanged,
@@ -33,8 +35,17 @@ from edgewire.transport import (
     SessionClosed,
     SessionReady,
 )
+from edgewire.transport.session import EndpointLog
 
-__all__ = ["Channel", "Connection"]
+if TYPE_CHECKING:
+    from edgewire.traces.endpoint_log import EndpointLogWriter
+
+__all__ = ["Channel", "Connection", "EndpointLogTarget"]
+
+#: What ``connect(endpoint_log=...)`` and ``serve(endpoint_log=...)`` take: a file to
+#: write an endpoint log to, or an :class:`~edgewire.transport.session.EndpointLog`
+#: object (e.g. an ``EndpointLogWriter`` the caller opened and closes).
+EndpointLogTarget = str | os.PathLike[str] | EndpointLog
 
 logger = logging.getLogger("edgewire.aio")
 
@@ -196,6 +207,18 @@ class Channel(_ChannelView):
             self._readable.set_result(None)
 
 
+def open_endpoint_log(path: str | os.PathLike[str]) -> EndpointLogWriter:
+    """A new endpoint log file at ``path`` (its folder is created)."""
+    from edgewire.traces.endpoint_log import EndpointLogWriter
+
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalProtocolError(f"cannot write {target}: {exc.strerror}") from None
+    return EndpointLogWriter(target)
+
+
 class Connection:
     """An established edgewire session on an asyncio loop (from ``connect`` or ``serve``)."""
 
@@ -221,6 +244,7 @@ class Connection:
         self.closed = False
         self.close_code = 0
         self.close_reason = ""
+        self._owned_log: EndpointLogWriter | None = None
 
     # ---------------------------------------------------------------- public API
 
@@ -288,6 +312,28 @@ class Connection:
     async def __aexit__(self, *exc: object) -> None:
         if not self.closed:
             await self.close()
+
+    # ---------------------------------------------------------------- endpoint log
+
+    def _attach_log(self, target: EndpointLogTarget | None,
+                    owned: EndpointLogWriter | None = None) -> None:
+        """Record the session's messages to ``target``: a path is opened here and closed
+        with the session (as is ``owned``), an object is only attached (its owner closes
+        it)."""
+        if isinstance(target, str | os.PathLike):
+            owned = open_endpoint_log(target)
+            target = owned
+        self._owned_log = owned
+        if target is not None:
+            self.session.set_endpoint_log(target)
+
+    def _release_log(self) -> None:
+        """Detach and close a log this connection opened (once the session is closed)."""
+        owned, self._owned_log = self._owned_log, None
+        if owned is not None:
+            if self.session.endpoint_log is owned:
+                self.session.set_endpoint_log(None)
+            owned.close()
 
     # ---------------------------------------------------------------- driver
 
@@ -373,6 +419,7 @@ class Connection:
                 self.close_reason = event.reason
                 woke = True
                 logger.debug("session closed: code %s %s", event.error_code, event.reason)
+                self._release_log()
                 for ch in self._channels.values():
                     ch._wake()
                 if self._on_closed is not None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TextIO
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
-from edgewire.aio.connection import Connection
+from edgewire.aio.connection import Connection, EndpointLogTarget
 from edgewire.transport import Session, SessionConfig, quic_configuration
 from edgewire.transport.quicstats import host_connection_ids
 
@@ -21,6 +23,8 @@ __all__ = ["Handler", "Server", "serve"]
 logger = logging.getLogger("edgewire.aio")
 
 Handler = Callable[[Connection], Awaitable[None]]
+#: Where session ``n`` (1, 2, ... in the order they start) writes its endpoint log.
+EndpointLogFactory = Callable[[int], EndpointLogTarget | None]
 #: Connection id length of edgewire servers (aioquic's default).
 K_CID_LENGTH = 8
 #: Smallest UDP payload of a client Initial (RFC 9000 section 14.1).
@@ -30,9 +34,11 @@ K_MIN_INITIAL = 1200
 class Server(asyncio.DatagramProtocol):
     """A listening edgewire endpoint. Use ``close()`` and ``await wait_closed()`` to stop."""
 
-    def __init__(self, handler: Handler, make_session: Callable[[bytes], Session]) -> None:
+    def __init__(self, handler: Handler, make_session: Callable[[bytes], Session], *,
+                 endpoint_log: EndpointLogFactory | None = None) -> None:
         self._handler = handler
         self._make_session = make_session
+        self._endpoint_log = endpoint_log
         self._by_cid: dict[bytes, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
@@ -73,6 +79,12 @@ class Server(asyncio.DatagramProtocol):
         conn = Connection(session, self._transport.sendto, on_closed=self._forget)
         self._by_cid[original_dcid] = conn
         self.sessions_started += 1
+        if self._endpoint_log is not None:
+            try:
+                conn._attach_log(self._endpoint_log(self.sessions_started))
+            except Exception:  # a log that cannot be opened must not stop the server
+                logger.exception("cannot open the endpoint log of session %d",
+                                 self.sessions_started)
         task = asyncio.get_running_loop().create_task(self._run(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -136,8 +148,16 @@ async def serve(
     congestion_control: str = "edgewire",
     config: SessionConfig | None = None,
     secrets_log_file: TextIO | None = None,
+    endpoint_log: str | os.PathLike[str] | EndpointLogFactory | None = None,
 ) -> Server:
-    """Listen on ``host:port`` (port 0 picks one) and run ``handler(conn)`` per session."""
+    """Listen on ``host:port`` (port 0 picks one) and run ``handler(conn)`` per session.
+
+    ``endpoint_log`` records every message each session sends and receives
+    (docs/TRACES.md): a file path (the first session writes it, session ``n`` > 1 writes
+    ``<stem>-<n><suffix>`` next to it; each is closed when its session ends), or a
+    callable that gets the session number and returns a path, an ``EndpointLog`` object
+    or None.
+    """
     qc = quic_configuration(
         is_client=False, certfile=certfile, keyfile=keyfile,
         congestion_control=congestion_control, secrets_log_file=secrets_log_file,
@@ -148,7 +168,19 @@ async def serve(
     def make_session(original_dcid: bytes) -> Session:
         return Session(qc, config=config, original_destination_connection_id=original_dcid)
 
+    logs: EndpointLogFactory | None
+    if endpoint_log is None or callable(endpoint_log):
+        logs = endpoint_log
+    else:
+        logs = _numbered(Path(endpoint_log))
     _, protocol = await loop.create_datagram_endpoint(
-        lambda: Server(handler, make_session), local_addr=(host, port), family=family
+        lambda: Server(handler, make_session, endpoint_log=logs), local_addr=(host, port),
+        family=family
     )
     return protocol
+
+
+def _numbered(path: Path) -> EndpointLogFactory:
+    def name(n: int) -> Path:
+        return path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return name

@@ -49,17 +49,21 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 async def _demo(seconds: float, quiet: bool, codecs: bool = True,
-                health_url: str | None = None) -> dict[str, Any]:
+                health_url: str | None = None,
+                endpoint_log: str | None = None) -> dict[str, Any]:
+    logs = Path(endpoint_log) if endpoint_log else None
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = write_self_signed(tmp)
         receiver = WorkloadReceiver()
         server = await edgewire.serve("127.0.0.1", 0, receiver.run, certfile=str(cert),
-                                      keyfile=str(key))
+                                      keyfile=str(key),
+                                      endpoint_log=logs / "server.log" if logs else None)
         try:
             port = server.address[1]
             # verification stays on: the client trusts the demo's own certificate
-            async with edgewire.connect(f"edgewire://localhost:{port}",
-                                        cafile=str(cert)) as conn:
+            async with edgewire.connect(f"edgewire://localhost:{port}", cafile=str(cert),
+                                        endpoint_log=logs / "client.log" if logs
+                                        else None) as conn:
                 progress = None if quiet else (
                     lambda t: _progress(f"demo: {t:.0f}/{seconds:.0f} s"))
                 from edgewire.cli.health import health_reporting
@@ -81,7 +85,8 @@ async def _serve(args: argparse.Namespace) -> None:
         certfile, keyfile = str(cert), str(key)
         _progress(f"no --cert given: using a new self-signed certificate {certfile}")
     server = await edgewire.serve(args.host, args.port, WorkloadReceiver().run,
-                                  certfile=certfile, keyfile=keyfile)
+                                  certfile=certfile, keyfile=keyfile,
+                                  endpoint_log=args.endpoint_log)
     host, port = server.address
     _progress(f"edgewire server listening on {host}:{port}")
     _progress(f"connect with: edgewire connect edgewire://localhost:{port} --cafile {certfile}")
@@ -93,7 +98,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
 async def _connect(args: argparse.Namespace) -> dict[str, Any]:
     async with edgewire.connect(args.url, cafile=args.cafile, insecure=args.insecure,
-                                server_name=args.server_name) as conn:
+                                server_name=args.server_name,
+                                endpoint_log=args.endpoint_log) as conn:
         progress = None if args.json else (
             lambda t: _progress(f"connect: {t:.0f}/{args.seconds:.0f} s"))
         return await run_client(conn, seconds=args.seconds, progress=progress,
@@ -169,12 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--synthetic", action="store_true",
                    help="synthetic audio and video frames instead of Opus and H.264 "
                         "(those need the 'media' extra; without it the demo is synthetic)")
+    d.add_argument("--endpoint-log", metavar="DIR",
+                   help="write DIR/client.log and DIR/server.log: every message each side "
+                        "sent and received (`edgewire trace analyze DIR/client.log "
+                        "DIR/server.log` gives exact per-channel loss and one-way delay)")
 
     s = sub.add_parser("serve", help="accept sessions and record what arrives")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=4433)
     s.add_argument("--cert", help="certificate PEM (default: a new self-signed one)")
     s.add_argument("--key", help="private key PEM")
+    s.add_argument("--endpoint-log", metavar="FILE",
+                   help="write an endpoint log per session (FILE, then FILE's stem-2, -3 ...)")
 
     c = sub.add_parser("connect", help="send the demo workload to a server, print its report")
     c.add_argument("url", help="edgewire://host:port")
@@ -183,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--insecure", action="store_true",
                    help="skip certificate verification (development only; warns)")
     c.add_argument("--server-name", help="TLS server name (default: the URL's host)")
+    c.add_argument("--endpoint-log", metavar="FILE",
+                   help="write this side's endpoint log (every message sent and received)")
     c.add_argument("--json", action="store_true")
 
     k = sub.add_parser("cert", help="write a self-signed development certificate")
@@ -257,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             result = asyncio.run(_demo(args.seconds, quiet=args.json,
                                        codecs=not args.synthetic,
-                                       health_url=args.health_url))
+                                       health_url=args.health_url,
+                                       endpoint_log=args.endpoint_log))
             print(json.dumps(result) if args.json else format_table(result))
         elif args.command == "serve":
             asyncio.run(_serve(args))

@@ -103,6 +103,10 @@ def add_netsim_parsers(sub: Any) -> None:
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--pcap", metavar="PREFIX",
                    help="write PREFIX-{uplink,downlink}-{in,out}.pcap")
+    r.add_argument("--endpoint-log", metavar="PREFIX",
+                   help="write PREFIX-client.log and PREFIX-server.log: every message each "
+                        "endpoint sent and received (compare them with `edgewire trace "
+                        "analyze PREFIX-client.log PREFIX-server.log`)")
     r.add_argument("--seed", type=int, help="override the scenario's seed")
     r.add_argument("--seeds", type=parse_seeds, metavar="A-B",
                    help="multi-endpoint scenarios: run once per seed (\"1-20\" or "
@@ -171,7 +175,7 @@ def run_netsim(args: argparse.Namespace) -> int:
     bar = None if args.quiet else ProgressBar(f"netsim {args.netsim}")
     if args.netsim == "run":
         opts = RunOptions(seed=args.seed, cc=args.cc, recovery=args.recovery,
-                          pcap_prefix=args.pcap)
+                          pcap_prefix=args.pcap, endpoint_log_prefix=args.endpoint_log)
         result = run_scenario(scenario, opts, progress=bar, wall_clock=time.perf_counter)
         if args.plot:
             bwe = result["bwe"]
@@ -207,6 +211,8 @@ def run_netsim(args: argparse.Namespace) -> int:
               f"queueing delay p50 {qd['p50']} ms, p95 {qd['p95']} ms")
     if result.get("pcap"):
         print("pcap: " + ", ".join(result["pcap"]))
+    if result.get("endpoint_logs"):
+        print("endpoint logs: " + ", ".join(result["endpoint_logs"]))
     if result.get("plots"):
         print("plots: " + ", ".join(result["plots"]))
     return 0

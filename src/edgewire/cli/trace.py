@@ -12,7 +12,7 @@ from typing import Any
 
 from edgewire.errors import LocalProtocolError
 
-__all__ = ["add_trace_parsers", "format_flows", "run_trace"]
+__all__ = ["add_trace_parsers", "format_endpoint_logs", "format_flows", "run_trace"]
 
 
 def add_trace_parsers(sub: Any) -> None:
@@ -99,6 +99,46 @@ def format_flows(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_endpoint_logs(result: dict[str, Any]) -> str:
+    """The terminal summary of two endpoint logs: per channel and direction, messages sent,
+    received and lost, and the one-way delay."""
+    head = (f"{'direction':<10}{'channel':<22}{'sent':>9}{'received':>10}{'lost':>8}"
+            f"{'loss %':>8}{'unres.':>8}{'delay ms':>10}{'p50':>9}{'p99':>9}{'max':>9}")
+    lines = [head, "-" * len(head)]
+    for direction, part in (("forward", result), ("reverse", result.get("reverse") or {})):
+        for name, f in part.get("flows", {}).items():
+            d = f.get("delay_ms") or {}
+
+            def ms(key: str, d: dict[str, Any] = d) -> str:
+                return f"{d[key]:.2f}" if d.get(key) is not None else "-"
+
+            lines.append(
+                f"{direction:<10}{name[:21]:<22}{f['sent']:>9}{f['received']:>10}"
+                f"{f['lost_on_path']:>8}{f['loss_rate'] * 100:>8.2f}"
+                f"{f['unresolved_at_end']:>8}{ms('mean'):>10}{ms('p50'):>9}{ms('p99'):>9}"
+                f"{ms('max'):>9}")
+    lines.append("forward: FILE's sends received in FILE2; reverse: FILE2's sends received "
+                 "in FILE; delay ms: mean (p50/p99 from 5 % bins)")
+    problems = [*result.get("problems", []), *(result.get("reverse") or {}).get("problems", [])]
+    for p in problems:
+        lines.append(f"problem: {p['message']} ({p['count']} lines, first at line "
+                     f"{p['records'][0] if p['records'] else '-'})")
+    return "\n".join(lines)
+
+
+def _compare_logs(first: str, second: str) -> dict[str, Any]:
+    from edgewire.traces.endpoint_log import compare_endpoint_logs
+
+    result = compare_endpoint_logs(first, second)
+    result.pop("_series", None)
+    # each endpoint logs both directions: the second's sends, received by the first
+    reverse = compare_endpoint_logs(second, first)
+    reverse.pop("_series", None)
+    if reverse["flows"]:
+        result["reverse"] = reverse
+    return result
+
+
 def run_trace(args: argparse.Namespace) -> int:
     """Entry of ``edgewire trace analyze``."""
     from edgewire.traces.capture import sniff_format
@@ -112,14 +152,11 @@ def run_trace(args: argparse.Namespace) -> int:
         print(json.dumps(result) if args.json else json.dumps(result, indent=1))
         return 0
     if fmt == "endpoint-log":
-        from edgewire.traces.endpoint_log import compare_endpoint_logs
-
         if not args.file2:
             raise LocalProtocolError("an endpoint log is compared with the other endpoint's "
                                      "log: give the sender's log and the receiver's log")
-        result = compare_endpoint_logs(args.file, args.file2)
-        result.pop("_series", None)
-        print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+        result = _compare_logs(args.file, args.file2)
+        print(json.dumps(result) if args.json else format_endpoint_logs(result))
         return 0
     from edgewire.traces.analyze import analyze_capture
 

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgewire.errors import LocalProtocolError
 from edgewire.netsim.bwe_report import BweSampler
@@ -21,6 +21,9 @@ from edgewire.netsim.traffic import TrafficApp
 from edgewire.transport import Session, SessionConfig
 from edgewire.transport.quicstats import congestion_control_names
 from edgewire.transport.recovery import RecoveryConfig
+
+if TYPE_CHECKING:
+    from edgewire.traces.endpoint_log import EndpointLogWriter
 
 __all__ = ["CLIENT_ADDR", "SERVER_ADDR", "RunOptions", "link_rng", "run_probe", "run_scenario"]
 
@@ -46,6 +49,9 @@ class RunOptions:
     """Replaces ``[transport] recovery``."""
     pcap_prefix: str | None = None
     """Write PREFIX-{uplink,downlink}-{in,out}.pcap."""
+    endpoint_log_prefix: str | None = None
+    """Write PREFIX-client.log and PREFIX-server.log: every message each endpoint sent and
+    received, in virtual time (edgewire endpoint logs, docs/TRACES.md)."""
     drain_s: float = K_DRAIN_S
     """Simulated seconds after the traffic stops."""
     skip_idle_sends: bool = True
@@ -114,6 +120,9 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
     if not opts.drain_s >= 0:
         raise LocalProtocolError("drain_s must be >= 0")
     if scenario.endpoints:
+        if opts.endpoint_log_prefix:
+            raise LocalProtocolError("endpoint logs are not written for multi-endpoint "
+                                     "scenarios")
         # multi-endpoint scenarios: a multi-session over one connection per endpoint
         from edgewire.netsim.multi import run_multi_scenario
         return run_multi_scenario(scenario, opts, seed=seed, cc=cc, recovery=recovery,
@@ -127,7 +136,12 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
                                    ack_delay=scenario.transport.ack_delay_ms / 1000,
                                    recovery=RecoveryConfig(mode=recovery))
     client = Session(client_qc, config=session_config)
-    server = ServerEndpoint(server_qc, config=session_config)
+    logs = _open_logs(opts.endpoint_log_prefix) if opts.endpoint_log_prefix else []
+    if logs:
+        client.set_endpoint_log(logs[0])
+    server = ServerEndpoint(server_qc, config=session_config,
+                            on_session=(lambda s, _addr: s.set_endpoint_log(logs[1]))
+                            if logs else None)
     sim = Simulator()
     sim.add_endpoint(CLIENT_ADDR, client)
     sim.add_endpoint(SERVER_ADDR, server)
@@ -155,6 +169,8 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
     finally:
         for tap in taps:
             tap.close()
+        for log in logs:
+            log.close()
     wall = (wall_clock() - started) if wall_clock and started is not None else None
     sessions = [client, *server.sessions.values()]
 
@@ -191,7 +207,22 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
                          ready=client_app.ready_at or 0.0, stop=stop)
     if taps:
         result["pcap"] = [str(t.path) for t in taps]
+    if logs:
+        result["endpoint_logs"] = [str(log.path) for log in logs]
     return result
+
+
+def _open_logs(prefix: str) -> list[EndpointLogWriter]:
+    """PREFIX-client.log and PREFIX-server.log."""
+    from edgewire.traces.endpoint_log import EndpointLogWriter
+
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    client = EndpointLogWriter(f"{prefix}-client.log")
+    try:
+        return [client, EndpointLogWriter(f"{prefix}-server.log")]
+    except Exception:
+        client.close()
+        raise
 
 
 def _schedule_sampling(sim: Simulator, samplers: list[BweSampler], stop: float) -> None:

@@ -1,15 +1,15 @@
-"""Streaming capture readers: classic pcap (own block reader) and pcapng (scapy).
+"""Streaming capture readers: classic pcap and pcapng (:mod:`edgewire.traces.pcapng`), both
+by edgewire's own block readers.
 
 Both hand out :class:`Chunk` objects: one buffer holding up to a few MiB of packet records
 and numpy arrays locating each packet in it. Analysis works chunk by chunk, so memory
 depends on the chunk size, never on the capture length.
 
-Why classic pcap is not read through scapy: ``RawPcapReader`` returns one Python tuple per
-record (about 2 µs each here) and the record walk is all the work there is on plain UDP.
-Here a block of records is read with one ``readinto`` and the record headers are walked with
-``struct.unpack_from`` on the caplen only; the other header fields are gathered with numpy.
-pcapng (variable blocks, per-interface link types and timestamp resolutions) goes through
-scapy's ``RawPcapNgReader`` without dissection. See docs/TRACES.md for the measurements.
+Why captures are not read through scapy: ``RawPcapReader`` returns one Python tuple per
+record (about 2 µs each here; ``RawPcapNgReader`` more) and the record walk is all the work
+there is on plain UDP. Here a block of records is read at once and the record headers are
+walked with ``struct.unpack_from`` on the length only; the other header fields are gathered
+with numpy. See docs/TRACES.md for the measurements.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ __all__ = [
 
 #: bytes read at once from a classic pcap file.
 K_BLOCK_BYTES = 4 << 20
-#: pcapng packets gathered into one chunk.
-K_NG_PACKETS = 8192
 #: a record longer than this is taken as corruption (the largest snaplen tools use is 256 KiB)
 K_MAX_RECORD = 262_144
 
@@ -109,7 +107,10 @@ def iter_chunks(path: str | Path, problems: Problems, *,
     if kind == "pcap":
         yield from _iter_pcap(Path(path), problems, block_bytes, on_progress)
     elif kind == "pcapng":
-        yield from _iter_pcapng(Path(path), problems, on_progress)
+        from edgewire.traces.pcapng import iter_pcapng
+
+        yield from iter_pcapng(Path(path), problems, block_bytes=block_bytes,
+                               on_progress=on_progress)
     else:
         raise TraceFormatError(f"{path} is a {kind} file, not a packet capture")
 
@@ -191,67 +192,3 @@ def _walk_pcap(f: BinaryIO, problems: Problems, endian: str, tick: float, limit:
                 problems.add("truncated_record", f"the file ends inside a record "
                              f"({len(carry)} bytes left over)", record)
             return
-
-
-def _iter_pcapng(path: Path, problems: Problems,
-                 on_progress: Callable[[int, int], None] | None) -> Iterator[Chunk]:
-    # scapy is an optional dependency (the `traces` extra); imported only when needed
-    from scapy.error import Scapy_Exception
-    from scapy.utils import RawPcapNgReader
-
-    total = path.stat().st_size
-    try:
-        reader = RawPcapNgReader(str(path))
-    except (Scapy_Exception, EOFError, struct.error, ValueError) as exc:
-        raise TraceFormatError(f"{path}: not a readable pcapng file: {exc}") from None
-    record = 0
-    try:
-        while True:
-            parts: list[bytes] = []
-            meta: list[tuple[int, int, float, int]] = []
-            stop = False
-            while len(parts) < K_NG_PACKETS:
-                try:
-                    pkt, md = reader._read_packet()  # the public read_packet dissects
-                except EOFError:
-                    stop = True
-                    break
-                except (Scapy_Exception, struct.error, ValueError, KeyError,
-                        IndexError) as exc:
-                    problems.add("corrupt_block", f"pcapng block could not be read ({exc}); "
-                                 "packets before it were analysed", record + len(parts))
-                    stop = True
-                    break
-                resol = md.tsresol or 1_000_000
-                ts = ((md.tshigh << 32) | md.tslow) / resol
-                parts.append(bytes(pkt))
-                meta.append((md.linktype, md.wirelen or len(pkt), ts, len(pkt)))
-            if parts:
-                yield _ng_chunk(parts, meta, record, reader, total)
-                if on_progress is not None:
-                    on_progress(_tell(reader), total)
-                record += len(parts)
-            if stop:
-                return
-    finally:
-        reader.close()
-
-
-def _tell(reader: object) -> int:
-    f = getattr(reader, "f", None)
-    try:
-        return int(f.tell()) if f is not None else 0
-    except (OSError, ValueError):
-        return 0
-
-
-def _ng_chunk(parts: list[bytes], meta: list[tuple[int, int, float, int]], record: int,
-              reader: object, total: int) -> Chunk:
-    caplen = np.fromiter((m[3] for m in meta), dtype=np.int64, count=len(meta))
-    off = np.zeros(len(parts), dtype=np.int64)
-    np.cumsum(caplen[:-1], out=off[1:])
-    return Chunk(data=np.frombuffer(b"".join(parts), dtype=np.uint8), off=off, caplen=caplen,
-                 wirelen=np.fromiter((m[1] for m in meta), dtype=np.int64, count=len(meta)),
-                 ts=np.fromiter((m[2] for m in meta), dtype=np.float64, count=len(meta)),
-                 linktype=np.fromiter((m[0] for m in meta), dtype=np.int64, count=len(meta)),
-                 first_record=record, end_offset=_tell(reader))

@@ -4,14 +4,22 @@ Format (UTF-8 text, one record per line)::
 
     # edgewire-endpoint-log v1
     time_s,event,channel,seq,size_bytes
-    12.003125,send,audio,0,160
-    12.043990,recv,audio,0,160
+    12.003125,send,audio#0,0,160
+    12.043990,recv,tokens#3,0,14
 
 ``time_s`` is the endpoint's clock in seconds (any origin; both endpoints on one clock for
 delays to mean anything), ``event`` is ``send`` or ``recv``, ``channel`` a name without
-commas, ``seq`` the channel's sequence number (integer, increasing by one per message
-sent), ``size_bytes`` the payload size. A sender's log and a receiver's log together give
-exact per-channel loss and one-way delay (:func:`compare_endpoint_logs`).
+commas, ``seq`` the channel's sequence number (integer, one per message sent),
+``size_bytes`` the payload size. A sender's log and a receiver's log together give exact
+per-channel loss and one-way delay (:func:`compare_endpoint_logs`).
+
+edgewire endpoints write it themselves: :class:`EndpointLogWriter` is an
+``edgewire.transport.session.EndpointLog``, attached with ``Session.set_endpoint_log``, or
+opened from a path by ``edgewire.connect(..., endpoint_log=PATH)``,
+``edgewire.serve(..., endpoint_log=PATH)``, ``edgewire demo --endpoint-log DIR`` and
+``edgewire netsim run --endpoint-log PREFIX``. The session names channels ``<name>#<id>``
+and numbers messages by frame id (audio, video) or message index (tokens, embeddings);
+docs/TRACES.md has the details.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ class EndpointLogWriter:
     """Writes an endpoint log (plain buffered file I/O; call :meth:`close` or use ``with``)."""
 
     def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        """The file written."""
         try:
             self._f: IO[str] = open(path, "w", encoding="utf-8")
         except OSError as exc:

@@ -145,7 +145,10 @@ class _FlowStats:
             out["delay_ms"] = {
                 "min": self.d_min * 1000.0, "mean": self.d_sum / self.matched * 1000.0,
                 "max": self.d_max * 1000.0,
-                **{f"p{q}": float(edges[np.searchsorted(cdf, q / 100)]) for q in (50, 95, 99)}}
+                # a bin's upper edge, within the exact extremes
+                **{f"p{q}": min(max(float(edges[np.searchsorted(cdf, q / 100)]),
+                                    self.d_min * 1000.0), self.d_max * 1000.0)
+                   for q in (50, 95, 99)}}
             if self.matched > 1:
                 out["ipdv_ms"] = {"mean_abs": self.ipdv_abs_sum / (self.matched - 1) * 1000.0,
                                   "max": self.ipdv_max * 1000.0}

@@ -3,6 +3,10 @@
 A driver (``edgewire.aio`` over UDP sockets, ``edgewire.netsim`` in virtual time) feeds it
 datagrams and timer expiries with the current time, sends what ``datagrams_to_send`` returns
 and re-arms its timer from ``get_timer``. After every call it drains ``next_event``.
+
+With :meth:`Session.set_endpoint_log` a session records every channel message it sends and
+delivers (an :class:`EndpointLog`, e.g. ``edgewire.traces.endpoint_log.EndpointLogWriter``):
+two endpoints' logs give exact per-channel loss and one-way delay (docs/TRACES.md).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
@@ -58,7 +62,7 @@ from edgewire.transport.wire import (
     with_sequence,
 )
 
-__all__ = ["Session"]
+__all__ = ["EndpointLog", "Session"]
 
 #: Packet bytes around a DATAGRAM payload, counted against the congestion window.
 K_DATAGRAM_OVERHEAD = 40  # bytes
@@ -74,6 +78,23 @@ K_KEYFRAME_REQUEST_INTERVAL = 0.2  # seconds
 K_MULTIPATH_KEY = "edgewire.mp"
 #: Versions this implementation speaks.
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
+
+
+class EndpointLog(Protocol):
+    """Where a session records its channel messages (:meth:`Session.set_endpoint_log`);
+    ``edgewire.traces.endpoint_log.EndpointLogWriter`` writes them to a file.
+
+    ``channel`` is ``"<name>#<id>"`` (the id tells apart channels of one name and is the
+    same on both sides), ``seq`` the message's number on its channel: the frame id of an
+    audio or video frame, the message index (0, 1, 2, ...) on a tokens or embeddings
+    channel. ``size_bytes`` is the frame's payload, or the encoded record of a reliable
+    message; the receiver logs the same figures for the same message."""
+
+    def sent(self, *, now: float, channel: str, seq: int, size_bytes: int) -> None:
+        """The application handed message ``seq`` of ``channel`` to the session."""
+
+    def received(self, *, now: float, channel: str, seq: int, size_bytes: int) -> None:
+        """The session delivered message ``seq`` of ``channel`` to the application."""
 
 
 class Session(Receiver):
@@ -134,6 +155,7 @@ class Session(Receiver):
         self.last_received: float | None = None
         """When the last UDP datagram from the network arrived (None before the first);
         the health monitor's silence detection reads it."""
+        self._endpoint_log: EndpointLog | None = None
 
     # ------------------------------------------------------------------ driver interface
 
@@ -309,13 +331,19 @@ class Session(Receiver):
             else:
                 raise LocalProtocolError("tokens channels send a TokenMessage or token ids")
             self._queue_record(state, body, len(body))
+            size = len(body)
         elif info.kind is ChannelKind.EMBEDDINGS:
             body = encode_array(payload, ts)
             self._queue_record(state, body, len(body))
+            size = len(body)
         else:
             if not isinstance(payload, bytes | bytearray | memoryview):
                 raise LocalProtocolError(f"{info.kind.value} channels send bytes")
-            self._queue_frame(state, bytes(payload), ts, keyframe, now)
+            frame = bytes(payload)
+            self._queue_frame(state, frame, ts, keyframe, now)
+            size = len(frame)
+        if self._endpoint_log is not None:
+            self._log_sent(state, size, now)
 
     def send_record(self, channel_id: int, body: bytes, *, now: float) -> None:
         """Queue an already-encoded record on a reliable channel (the multipath layer
@@ -328,6 +356,8 @@ class Session(Receiver):
         if state.closed_local:
             raise LocalProtocolError(f"channel {channel_id} is closed")
         self._queue_record(state, bytes(body), len(body))
+        if self._endpoint_log is not None:
+            self._log_sent(state, len(body), now)
 
     def set_next_frame_id(self, channel_id: int, frame_id: int) -> None:
         """Number the next frame of a local real-time channel ``frame_id``: a multipath
@@ -459,6 +489,51 @@ class Session(Receiver):
                 for cid, s in self._channels.items()
             },
         }
+
+    def set_endpoint_log(self, log: EndpointLog | None) -> None:
+        """Record every channel message from now on: ``log.sent`` when the application
+        hands one to :meth:`send` (after it was queued; refused messages are not
+        recorded), ``log.received`` when one is delivered (a ``MessageReceived`` event;
+        frames lost, late or dropped for a full event queue are not). Both get this
+        session's ``now``. None stops recording. Recording changes nothing else; closing
+        the log is the caller's business (detach it first)."""
+        self._endpoint_log = log
+
+    @property
+    def endpoint_log(self) -> EndpointLog | None:
+        """The log attached with :meth:`set_endpoint_log`, or None."""
+        return self._endpoint_log
+
+    @staticmethod
+    def _log_channel(state: ChannelState) -> str:
+        name = state.info.name
+        if "," in name or "\n" in name or "\r" in name:  # the log is comma-separated lines
+            name = name.replace(",", "_").replace("\n", "_").replace("\r", "_")
+        return f"{name}#{state.channel_id}"
+
+    def _log_sent(self, state: ChannelState, size: int, now: float) -> None:
+        assert self._endpoint_log is not None
+        if state.info.qos.reliable:
+            seq = state.stats.sent_messages - 1
+        else:
+            seq = (state.next_frame - 1) & 0xFFFFFFFF
+        self._endpoint_log.sent(now=now, channel=self._log_channel(state), seq=seq,
+                                size_bytes=size)
+
+    def _deliver_frame(
+        self, state: ChannelState, frame_id: int, payload: bytes, capture: float,
+        keyframe: bool, now: float,
+    ) -> None:
+        log = self._endpoint_log
+        if log is None:
+            super()._deliver_frame(state, frame_id, payload, capture, keyframe, now)
+            return
+        delivered, dropped = state.stats.delivered, self._counters.events_dropped
+        super()._deliver_frame(state, frame_id, payload, capture, keyframe, now)
+        if (state.stats.delivered != delivered
+                and self._counters.events_dropped == dropped):
+            log.received(now=now, channel=self._log_channel(state), seq=frame_id,
+                         size_bytes=len(payload))
 
     # ------------------------------------------------------------------ sending internals
 
@@ -846,8 +921,16 @@ class Session(Receiver):
 
     def _deliver_record(self, state: ChannelState, ins: Any, body: bytes,
                         now: float) -> None:
+        log = self._endpoint_log
         if self.multipath is None:
+            if log is None:
+                super()._deliver_record(state, ins, body, now)
+                return
+            delivered = state.stats.delivered
             super()._deliver_record(state, ins, body, now)
+            if state.stats.delivered != delivered:
+                log.received(now=now, channel=self._log_channel(state),
+                             seq=ins.next_message - 1, size_bytes=len(body))
             return
         # multipath: the record starts with a sequence header only the multipath layer
         # reads; it decodes, orders and times the message itself
@@ -857,6 +940,9 @@ class Session(Receiver):
         ins.next_message += 1
         self._push(MessageReceived(channel_id=state.channel_id, payload=body,
                                    timestamp=now, latency=0.0, frame_id=msg_id))
+        if log is not None:
+            log.received(now=now, channel=self._log_channel(state), seq=msg_id,
+                         size_bytes=len(body))
         self._maybe_report_closed(state)
 
     def _finish(self, error_code: int, reason: str, *, by_peer: bool) -> None:
