@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from aioquic.quic.recovery import QuicPacketNumberWindow
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgewire.errors import RemoteProtocolError
 from edgewire.transport.feedback import (
     FEEDBACK_HEADER_SIZE,
+    K_RECEIVED_WINDOW,
     MAX_FEEDBACK_PACKETS,
     ArrivalRecorder,
     SentHistory,
@@ -112,6 +114,96 @@ def test_recorder_splits_big_reports_to_fit() -> None:
     got = _drain(rec, 1.0, room=300)
     assert [pn for pn, _ in got] == list(range(3000))
     assert rec.sent > 5
+
+
+class _Quic:
+    """The receiving side of aioquic's 1-RTT space as the recorder sees it: its duplicate
+    window (which answers "received" for anything older than its 128 packet numbers)
+    and the largest packet number received. Every datagram reaches the recorder, even
+    one QUIC dropped as a duplicate."""
+
+    def __init__(self) -> None:
+        self.window = QuicPacketNumberWindow()
+        self.largest = -1
+
+    def arrive(self, rec: ArrivalRecorder, pn: int, now: float) -> bool:
+        accepted = pn not in self.window  # QUIC drops duplicates and anything too old
+        if accepted:
+            self.window.add(pn)
+            self.largest = max(self.largest, pn)
+        rec.on_packet(self.largest, now, self.window)
+        return accepted
+
+
+def test_recorder_window_fits_in_aioquics() -> None:
+    # the recorder trusts "pn in received" only for the last K_RECEIVED_WINDOW packet
+    # numbers: aioquic's window must answer exactly for all of them
+    window = QuicPacketNumberWindow()
+    for pn in range(0, 1000, 2):
+        window.add(pn)
+    for pn in range(998 - K_RECEIVED_WINDOW + 1, 999):
+        assert (pn in window) == (pn % 2 == 0), pn
+
+
+def test_recorder_gap_older_than_quics_window_is_lost_not_late() -> None:
+    rec = ArrivalRecorder()
+    quic = _Quic()
+    for pn in range(301):
+        if pn not in (10, 250):
+            quic.arrive(rec, pn, pn * 1e-3)
+    got = _drain(rec, 0.5)
+    assert [pn for pn, t in got if t is None] == [10, 250]
+    # a duplicate of the largest: nothing arrived, though 10 is now below QUIC's window
+    assert not quic.arrive(rec, 300, 1.0)
+    assert rec.get_timer() is None
+    assert _drain(rec, 1.1) == []
+    # 250 arrives late (10 can no longer: QUIC would drop it as a duplicate)
+    assert quic.arrive(rec, 250, 1.2)
+    assert _drain(rec, 1.3) == [(250, 1.2)]
+    assert not quic.arrive(rec, 10, 1.4)
+    assert not quic.arrive(rec, 299, 1.5)
+    assert _drain(rec, 1.6) == []
+
+
+def test_recorder_remembers_gaps_only_within_quics_window() -> None:
+    rec = ArrivalRecorder()
+    quic = _Quic()
+    quic.arrive(rec, 0, 0.0)
+    quic.arrive(rec, 10**6, 0.1)  # a jump: only the gaps QUIC could still accept count
+    assert len(rec._missing) == K_RECEIVED_WINDOW - 1
+    for pn in range(10**6 + 1, 10**6 + 400, 2):
+        quic.arrive(rec, pn, 0.2)
+    assert len(rec._missing) < K_RECEIVED_WINDOW
+    assert min(rec._missing) > quic.largest - K_RECEIVED_WINDOW
+
+
+@given(order=st.lists(st.integers(0, 400), max_size=600),
+       drains=st.sets(st.integers(0, 600), max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_recorder_reports_each_accepted_packet_once(order: list[int],
+                                                    drains: set[int]) -> None:
+    # any arrival order, with duplicates, reordering and losses far beyond QUIC's
+    # window: exactly the packets QUIC accepted are reported arrived, each once, when
+    # they arrived; never one that did not arrive
+    rec = ArrivalRecorder()
+    quic = _Quic()
+    accepted: dict[int, float] = {}
+    reported: dict[int, float] = {}
+
+    def drain(now: float) -> None:
+        for pn, t in _drain(rec, now):
+            if t is not None:
+                assert pn not in reported, f"{pn} reported arrived twice"
+                reported[pn] = t
+
+    for i, pn in enumerate(order):
+        now = i * 1e-3
+        if quic.arrive(rec, pn, now):
+            accepted[pn] = now
+        if i in drains:
+            drain(now)
+    drain(len(order) * 1e-3)
+    assert reported == pytest.approx(accepted, abs=1e-6)
 
 
 def test_history_matches_and_counts_bad_reports() -> None:

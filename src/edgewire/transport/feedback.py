@@ -71,8 +71,11 @@ K_FEEDBACK_MAX_WAIT = 0.1  # seconds
 K_FEEDBACK_AFTER_GAP = 0.01  # seconds
 #: Arrivals held for the next feedback; beyond it the oldest are dropped and counted.
 K_MAX_PENDING = 8192
-#: Gaps (packet numbers skipped) remembered so a late arrival can still be reported.
-K_MAX_MISSING = 512
+#: Packet numbers up to the largest received among which a late arrival is looked for:
+#: aioquic's duplicate window (QuicPacketNumberWindow, 2 * MAX_ACK_RANGES). QUIC drops
+#: anything older as a duplicate and that window answers "received" for it, so a gap that
+#: falls out of it is lost for good. Gaps remembered: at most K_RECEIVED_WINDOW - 1.
+K_RECEIVED_WINDOW = 128
 #: Packets the sender remembers (and seconds): feedback about older ones is ignored.
 K_HISTORY_PACKETS = 32768
 K_HISTORY_AGE = 5.0  # seconds
@@ -181,16 +184,21 @@ def padding_datagram(size: int) -> bytes:
 class ArrivalRecorder:
     """Receiving side: the arrival time of every 1-RTT packet, sent back as feedback.
 
-    ``on_packet(largest, now, contains)`` is called after each datagram QUIC accepted,
-    with the largest packet number received so far and a membership test of QUIC's
-    received-packet window: a packet number beyond the last largest arrived now; one that
-    did not raise the largest is looked for among the gaps remembered earlier.
+    ``on_packet(largest, now, received)`` is called after each datagram (even one QUIC
+    dropped) with the largest packet number received so far and QUIC's received-packet
+    window: a packet number beyond the last largest arrived now; one that did not raise
+    the largest is looked for among the gaps remembered earlier, and only within the last
+    ``window`` packet numbers (aioquic's window claims everything older was received;
+    QUIC drops such packets as duplicates, so older gaps are simply lost).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, window: int = K_RECEIVED_WINDOW) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1 packet, not {window}")
+        self._window = window
         self._largest = -1
         self._pending: list[tuple[int, float]] = []  # (packet number, arrival) unreported
-        self._missing: OrderedDict[int, None] = OrderedDict()  # gaps, oldest first
+        self._missing: OrderedDict[int, None] = OrderedDict()  # gaps, ascending
         self._next_base = 0  # first packet number not covered by a sent feedback
         self._last_sent = 0.0
         self._due_alone: float | None = None
@@ -203,25 +211,29 @@ class ArrivalRecorder:
     def on_packet(self, largest: int, now: float, received: object) -> None:
         """Note the packet(s) that made QUIC's largest received number ``largest``.
 
-        ``received`` supports ``pn in received`` for recently received packet numbers."""
+        ``received`` supports ``pn in received``, exactly for the last ``window`` packet
+        numbers up to ``largest`` (what it says of older ones is not used)."""
+        missing = self._missing
         if largest > self._largest:
-            first = self._largest + 1
-            if largest - first > K_MAX_MISSING:
-                first = largest - K_MAX_MISSING
-            for pn in range(first, largest):
-                self._missing[pn] = None
-            while len(self._missing) > K_MAX_MISSING:
-                self._missing.popitem(last=False)
+            lowest = largest - self._window + 1  # the oldest QUIC would still accept
+            for pn in range(max(self._largest + 1, lowest), largest):
+                missing[pn] = None
+            while missing and next(iter(missing)) < lowest:
+                missing.popitem(last=False)  # fell out of QUIC's window: lost
             if largest > self._largest + 1 and self._largest >= 0:
                 self._gap(now)
             self._largest = largest
             self._add(largest, now)
             return
-        for pn in self._missing:
-            if pn in received:  # type: ignore[operator]
-                del self._missing[pn]
-                self._add(pn, now)
-                return
+        if not missing:
+            return
+        # a reordered packet (or a duplicate, or nothing QUIC kept): every remembered gap
+        # lies within the window, where membership is exact; one datagram carries at most
+        # one 1-RTT packet, but take all found rather than leave one for a later datagram
+        found = [pn for pn in missing if pn in received]  # type: ignore[operator]
+        for pn in found:
+            del missing[pn]
+            self._add(pn, now)
 
     def _add(self, pn: int, now: float) -> None:
         if len(self._pending) >= K_MAX_PENDING:
