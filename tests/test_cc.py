@@ -85,7 +85,8 @@ def test_window_grows_a_packet_per_interval_of_silence_and_resets_on_ack() -> No
     while cc.bytes_in_flight < base:  # fill the window, then the path goes dark
         cc.on_packet_sent(packet=_Pkt(0.01))  # type: ignore[arg-type]
     start = cc.get_timer()
-    assert start == pytest.approx(0.0 + 0.05 + K_WINDOW_EXTRA + K_SILENCE_AFTER)
+    # from the first packet after nothing was in flight
+    assert start == pytest.approx(0.01 + 0.05 + K_WINDOW_EXTRA + K_SILENCE_AFTER)
     cc.on_timer(start - 0.001)
     assert cc.congestion_window == base  # not yet
     cc.on_timer(start)
@@ -98,3 +99,20 @@ def test_window_grows_a_packet_per_interval_of_silence_and_resets_on_ack() -> No
     assert cc.congestion_window == base
     cc.bytes_in_flight = 0
     assert cc.get_timer() is None  # nothing in flight: no silence to bridge
+
+
+def test_an_idle_period_grants_no_window_when_sending_resumes() -> None:
+    """Silence counts from the first packet after idle, not from the last ACK before it:
+    a long idle period must not open the window by a packet per 100 ms of idling."""
+    cc = _cc(1_000_000)
+    cc.on_rtt_measurement(now=0.0, rtt=0.05)
+    base = cc.congestion_window
+    cc.on_packet_sent(packet=_Pkt(0.0))  # type: ignore[arg-type]
+    cc.on_packet_acked(now=0.05, packet=_Pkt(0.0))  # type: ignore[arg-type]
+    assert cc.get_timer() is None  # nothing in flight
+    cc.on_packet_sent(packet=_Pkt(60.0))  # type: ignore[arg-type]  # a minute later
+    cc.on_timer(60.01)
+    assert cc.congestion_window == base
+    timer = cc.get_timer()
+    assert timer is not None
+    assert timer > 60.1

@@ -79,7 +79,7 @@ class EdgewireCongestionControl(QuicCongestionControl):
         self._min_prev = math.inf
         self._min_start: float | None = None
         self._window_time = K_MIN_WINDOW_TIME
-        self._last_ack: float | None = None
+        self._quiet_since: float | None = None  # last ACK, or first send after idle
         self._credit = 0  # packets the window holds beyond the target's, while silent
         self.silence_packets = 0
         """Packets of window granted while no ACK came (see the module docstring)."""
@@ -112,9 +112,9 @@ class EdgewireCongestionControl(QuicCongestionControl):
 
     def _silence_start(self) -> float | None:
         """When the window starts to grow for lack of ACKs (None: nothing in flight)."""
-        if self._last_ack is None or self.bytes_in_flight <= 0:
+        if self._quiet_since is None or self.bytes_in_flight <= 0:
             return None
-        return self._last_ack + self._window_time + K_SILENCE_AFTER
+        return self._quiet_since + self._window_time + K_SILENCE_AFTER
 
     def get_timer(self) -> float | None:
         """When :meth:`on_timer` next grows the window, while nothing is acknowledged."""
@@ -135,7 +135,7 @@ class EdgewireCongestionControl(QuicCongestionControl):
             self._update_window()
 
     def _acked(self, now: float) -> None:
-        self._last_ack = now
+        self._quiet_since = now
         if self._credit:
             self._credit = 0
             self._update_window()
@@ -147,8 +147,10 @@ class EdgewireCongestionControl(QuicCongestionControl):
         self._acked(now)
 
     def on_packet_sent(self, *, packet: QuicSentPacket) -> None:
-        if self.bytes_in_flight <= 0 and self._last_ack is None:
-            self._last_ack = packet.sent_time  # silence counts from the first packet
+        if self.bytes_in_flight <= 0:
+            # nothing was in flight: silence counts from this packet, not from an ACK
+            # that may be an idle period old
+            self._quiet_since = packet.sent_time
         self.bytes_in_flight += packet.sent_bytes
 
     def on_packets_expired(self, *, packets: Iterable[QuicSentPacket]) -> None:
@@ -179,7 +181,7 @@ class EdgewireCongestionControl(QuicCongestionControl):
         data = super().get_log_data()
         data["target_bps"] = round(self.target_bps)
         if self._credit:
-            data["silence_packets"] = self._credit
+            data["silence_credit_packets"] = self._credit
         if self.min_rtt is not None:
             data["min_rtt"] = round(self.min_rtt, 6)
         return data
