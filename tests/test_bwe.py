@@ -738,7 +738,7 @@ def test_bad_duplicate_and_late_results() -> None:
     assert json.loads(json.dumps(est.state()))["bad_results"] == 5
 
 
-@pytest.mark.parametrize("name", ["gcc", "loss"])
+@pytest.mark.parametrize("name", ["gcc", "loss", "delivery"])
 def test_receiver_clock_going_back_restarts_the_acked_rate(name: str) -> None:
     est = create_estimator(name, NO_PROBES)
     # 1200-byte packets every 10 ms, then the receiver restarts its clock (1000 s -> 10 s)
@@ -753,7 +753,7 @@ def test_receiver_clock_going_back_restarts_the_acked_rate(name: str) -> None:
 
 
 def test_state_is_json_ready_with_the_documented_keys() -> None:
-    for name in ("gcc", "loss"):
+    for name in ("gcc", "loss", "delivery"):
         est = create_estimator(name)
         Bench(est, Path(2_000_000)).run(1.0)
         state = json.loads(json.dumps(est.state(), allow_nan=False))
@@ -803,7 +803,7 @@ _results = st.builds(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(["gcc", "loss"]),
+@given(name=st.sampled_from(["gcc", "loss", "delivery"]),
        reports=st.lists(st.tuples(st.lists(_results, max_size=40),
                                   st.floats(min_value=0.0, max_value=2.0),
                                   st.floats(min_value=0.001, max_value=2.0)),

@@ -145,7 +145,19 @@ def test_bench_bwe_refuses_options_that_select_nothing(
     assert "matches no scenario" in out
     assert "constant-2mbps" in out
     assert main_bench_bwe(parser.parse_args(["--schemes", "vegas"])) == 2
-    assert "unknown congestion controller" in capsys.readouterr().out
+    assert "unknown scheme 'vegas'" in capsys.readouterr().out
+    assert main_bench_bwe(parser.parse_args(["--schemes", "edgewire-nosuch"])) == 2
+    assert "edgewire-<estimator> (delivery, gcc, loss)" in capsys.readouterr().out
+
+
+def test_bench_bwe_schemes_select_controller_and_estimator() -> None:
+    from edgewire.cli.bench_bwe import SCHEMES, scheme_transport
+
+    assert scheme_transport("reno") == {"cc": "reno"}
+    assert scheme_transport("edgewire") == {"cc": "edgewire"}
+    assert scheme_transport("edgewire-delivery") == {"cc": "edgewire",
+                                                     "estimator": "delivery"}
+    assert "edgewire-delivery" in SCHEMES
 
 
 def _sent_packet(number: int, at: float) -> object:

@@ -1,7 +1,9 @@
 """``edgewire bench bwe``: edgewire's congestion control against reno and cubic.
 
 Every run is a full session in netsim (virtual time, seeded) with the same scenario run
-once per scheme in one invocation. The sender (the server, towards the client) carries
+once per scheme in one invocation: "edgewire" (edgewire's controller with the default
+"gcc" estimator), "edgewire-delivery" (the same controller with the "delivery"
+estimator), and aioquic's "reno" and "cubic". The sender (the server, towards the client) carries
 32 kbit/s audio plus a bulk embeddings transfer that always has data waiting, so the
 congestion controller alone decides how fast it goes. Scenarios (RTT 50 ms, bottleneck
 queue 100 packets): a constant 2 Mbit/s link; a step 2 → 0.5 → 2 Mbit/s; three real
@@ -31,7 +33,9 @@ from edgewire.netsim.scenario import parse_scenario
 
 __all__ = ["SCHEMES", "add_bench_bwe_arguments", "main_bench_bwe", "run_bench_bwe"]
 
-SCHEMES = ("edgewire", "reno", "cubic")
+#: "edgewire" is edgewire's controller with the default estimator (gcc);
+#: "edgewire-<estimator>" the same controller with another registered estimator.
+SCHEMES = ("edgewire", "edgewire-delivery", "reno", "cubic")
 #: Cellular traces (file stem) the benchmark replays, downlink and uplink.
 TRACES = ("Verizon-LTE-short", "ATT-LTE-driving-2016", "TMobile-UMTS-driving")
 #: One-way delay each way (RTT 50 ms) and the bottleneck queue of every scenario.
@@ -138,6 +142,22 @@ def _step_figures(result: dict[str, Any], seconds: float) -> dict[str, Any]:
     }
 
 
+def scheme_transport(scheme: str) -> dict[str, str]:
+    """The ``[transport]`` table of a scheme: a congestion controller registered with
+    aioquic ("reno"), or "edgewire-<estimator>" (edgewire's with that estimator)."""
+    from edgewire.transport.bwe import estimator_names
+    from edgewire.transport.quicstats import congestion_control_names
+
+    if scheme in congestion_control_names():
+        return {"cc": scheme}
+    cc, _, estimator = scheme.partition("-")
+    if cc == "edgewire" and estimator in estimator_names():
+        return {"cc": "edgewire", "estimator": estimator}
+    raise ValueError(f"unknown scheme {scheme!r}: a congestion controller "
+                     f"({', '.join(congestion_control_names())}) or edgewire-<estimator> "
+                     f"({', '.join(estimator_names())})")
+
+
 def _row(result: dict[str, Any]) -> dict[str, Any]:
     bwe = result["bwe"]
     link = result["links"]["downlink"]
@@ -173,7 +193,7 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
             if progress:
                 progress(f"bench bwe: {name}, {scheme}")
             sc = parse_scenario({**table, "seed": seed,
-                                 "transport": {"cc": scheme}})
+                                 "transport": scheme_transport(scheme)})
             result = run_scenario(sc)
             row = _row(result)
             if name.startswith("step"):
@@ -183,11 +203,14 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
                     result["channels"]["down"]["tokens"]["latency_ms"]["p95"])
                 row["video"] = result["channels"]["down"]["video"].get("ladder")
             rows[scheme] = row
-            if plot_dir is not None and scheme == "edgewire":
+            if plot_dir is not None and scheme.startswith("edgewire"):
+                suffix = scheme.removeprefix("edgewire")
                 plots.append(str(plot_timeline(
-                    result["bwe"], plot_dir / f"bwe-{name}.png",
-                    title=f"{name}: edgewire (downlink)")))
-        out[name] = {"schemes": rows, "goals": _goals(name, rows)}
+                    result["bwe"], plot_dir / f"bwe-{name}{suffix}.png",
+                    title=f"{name}: {scheme} (downlink)")))
+        out[name] = {"schemes": rows,
+                     "goals": {s: _goals(name, rows, s) for s in rows
+                               if s.startswith("edgewire")}}
     report: dict[str, Any] = {
         "params": {"seconds": seconds, "seed": seed, "rtt_ms": 2 * K_DELAY_MS,
                    "queue_packets": K_QUEUE_PACKETS, "traces": str(traces) if traces else None},
@@ -201,8 +224,9 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
     return report
 
 
-def _goals(name: str, rows: dict[str, Any]) -> dict[str, Any]:
-    ew = rows.get("edgewire")
+def _goals(name: str, rows: dict[str, Any], scheme: str = "edgewire") -> dict[str, Any]:
+    """The issue's goals for ``scheme`` in scenario ``name``: True when met."""
+    ew = rows.get(scheme)
     if ew is None:
         return {}
     goals: dict[str, Any] = {}
@@ -242,7 +266,8 @@ def pantheon_chart(scenarios_out: dict[str, Any], path: Path) -> Path:
     cols = min(3, len(names))
     rows_n = -(-len(names) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.6 * rows_n), squeeze=False)
-    colors = {"edgewire": "tab:blue", "reno": "tab:orange", "cubic": "tab:green"}
+    colors = {"edgewire": "tab:blue", "edgewire-delivery": "tab:purple",
+              "reno": "tab:orange", "cubic": "tab:green"}
     for ax, name in zip(axes.flat, names, strict=False):
         for scheme, row in scenarios_out[name]["schemes"].items():
             if row["delay_p95_ms"] is None:
@@ -272,7 +297,9 @@ def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
                              "step and trace runs take twice as long (default 30)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--schemes", default=",".join(SCHEMES),
-                        help="comma-separated congestion controllers (default: all three)")
+                        help="comma-separated schemes: congestion controllers registered "
+                             "with aioquic, or edgewire-<estimator> (default: "
+                             f"{','.join(SCHEMES)})")
     parser.add_argument("--only", default="",
                         help="comma-separated substrings of scenario names to run")
     parser.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
@@ -282,14 +309,16 @@ def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
 def main_bench_bwe(args: argparse.Namespace, *,
                    progress: Callable[[str], None] | None = None) -> int:
     """The CLI entry: a table per scenario, or JSON with ``--json``."""
-    from edgewire.transport.quicstats import congestion_control_names
-
     schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
-    bad = [s for s in schemes if s not in congestion_control_names()]
-    if bad or not schemes:
-        print(f"edgewire: error: unknown congestion controller(s) {bad}; "
-              f"choose from {', '.join(congestion_control_names())}")
+    if not schemes:
+        print("edgewire: error: --schemes names no scheme")
         return 2
+    for scheme in schemes:
+        try:
+            scheme_transport(scheme)
+        except ValueError as exc:
+            print(f"edgewire: error: {exc}")
+            return 2
     only = tuple(o.strip() for o in args.only.split(",") if o.strip())
     try:
         result = run_bench_bwe(seconds=args.seconds, seed=args.seed, schemes=schemes,
@@ -303,19 +332,20 @@ def main_bench_bwe(args: argparse.Namespace, *,
         return 0
     for name, sc in result["scenarios"].items():
         print(name)
-        print(f"  {'scheme':<10}{'kbit/s':>9}{'util':>7}{'qd p95':>9}{'owd p95':>9}"
+        print(f"  {'scheme':<19}{'kbit/s':>9}{'util':>7}{'qd p95':>9}{'owd p95':>9}"
               f"{'estimate':>10}")
         for scheme, row in sc["schemes"].items():
-            print(f"  {scheme:<10}{row['throughput_kbps']:>9.0f}"
+            print(f"  {scheme:<19}{row['throughput_kbps']:>9.0f}"
                   f"{(row['utilization'] or 0):>7.2f}{(row['queue_delay_p95_ms'] or 0):>9.1f}"
                   f"{(row['delay_p95_ms'] or 0):>9.1f}{(row['estimate_mean_kbps'] or 0):>10.0f}")
-        extra = {k: v for k, v in sc["schemes"].get("edgewire", {}).items()
-                 if k.endswith("_s") or k.startswith("tokens")}
-        if extra:
-            print("  edgewire: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
-        if sc["goals"]:
-            print("  goals: " + ", ".join(f"{k} {'ok' if v else 'NOT MET'}"
-                                          for k, v in sc["goals"].items()))
+        for scheme, goals in sc["goals"].items():
+            extra = {k: v for k, v in sc["schemes"][scheme].items()
+                     if k.endswith("_s") or k.startswith("tokens")}
+            if extra:
+                print(f"  {scheme}: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
+            if goals:
+                print(f"  {scheme} goals: " + ", ".join(f"{k} {'ok' if v else 'NOT MET'}"
+                                                        for k, v in goals.items()))
     for p in result.get("plots", []):
         print(f"plot: {p}")
     if result.get("skipped"):

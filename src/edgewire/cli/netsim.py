@@ -13,6 +13,7 @@ from edgewire.netsim.bwe_report import plot_timeline
 from edgewire.netsim.multi import seeded_failover
 from edgewire.netsim.run import RunOptions, run_probe, run_scenario
 from edgewire.netsim.scenario import RECOVERY_MODES, load_scenario
+from edgewire.transport.bwe import estimator_names
 
 __all__ = ["ProgressBar", "add_netsim_parsers", "format_links", "parse_seeds", "run_netsim"]
 
@@ -113,6 +114,8 @@ def add_netsim_parsers(sub: Any) -> None:
                         "\"1,5,9\") and report the p95 switch gap and token integrity "
                         "against the failover goal")
     r.add_argument("--cc", help="congestion controller (edgewire, reno, cubic, ...)")
+    r.add_argument("--estimator", choices=estimator_names(),
+                   help="bandwidth estimator (default: the scenario's, else gcc)")
     r.add_argument("--plot", metavar="DIR",
                    help="write DIR/<scenario>-bwe.png: estimate, capacity and queueing "
                         "delay over time (needs matplotlib)")
@@ -152,7 +155,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def _run_seeds(scenario: Any, args: argparse.Namespace) -> int:
     summary = seeded_failover(scenario, args.seeds,
-                              RunOptions(cc=args.cc, recovery=args.recovery))
+                              RunOptions(cc=args.cc, estimator=args.estimator,
+                                         recovery=args.recovery))
     if args.json:
         print(json.dumps(summary))
     else:
@@ -174,7 +178,8 @@ def run_netsim(args: argparse.Namespace) -> int:
         return _run_seeds(scenario, args)
     bar = None if args.quiet else ProgressBar(f"netsim {args.netsim}")
     if args.netsim == "run":
-        opts = RunOptions(seed=args.seed, cc=args.cc, recovery=args.recovery,
+        opts = RunOptions(seed=args.seed, cc=args.cc, estimator=args.estimator,
+                          recovery=args.recovery,
                           pcap_prefix=args.pcap, endpoint_log_prefix=args.endpoint_log)
         result = run_scenario(scenario, opts, progress=bar, wall_clock=time.perf_counter)
         if args.plot:

@@ -148,7 +148,7 @@ def token_integrity(sent: list[tuple[tuple[int, ...], float]],
 
 
 def run_multi_scenario(scenario: Scenario, options: RunOptions, *, seed: int, cc: str,
-                       recovery: str, progress: Progress | None = None,
+                       recovery: str, estimator: str = "gcc", progress: Progress | None = None,
                        wall_clock: Callable[[], float] | None = None) -> dict[str, Any]:
     """Run a scenario with ``[[endpoints]]``; the result has the single-endpoint keys
     (``links`` named ``<endpoint>-uplink``...) plus ``paths``, ``switches``, ``tokens``,
@@ -160,6 +160,7 @@ def run_multi_scenario(scenario: Scenario, options: RunOptions, *, seed: int, cc
                              probe_interval_s=mp.probe_interval_s,
                              ack_delay_s=mp.ack_delay_s, auto_failover=mp.auto_failover)
     session_config = SessionConfig(shared_clock=True, stable_stream_order=True,
+                                   estimator=estimator,
                                    skip_idle_sends=options.skip_idle_sends,
                                    ack_delay=scenario.transport.ack_delay_ms / 1000,
                                    recovery=RecoveryConfig(mode=recovery))
@@ -227,7 +228,7 @@ def run_multi_scenario(scenario: Scenario, options: RunOptions, *, seed: int, cc
         "duration_s": scenario.duration_s, "simulated_s": total,
         "wall_s": None if wall is None else round(wall, 3),
         "realtime_factor": None if not wall else round(total / wall, 2),
-        "transport": {"cc": cc, "recovery": recovery},
+        "transport": {"cc": cc, "estimator": estimator, "recovery": recovery},
         "links": {f"{name}-{d}": row["links"][d] for name, row in paths.items()
                   for d in ("uplink", "downlink")},
         "channels": {"up": client_app.summary(server_app, duration_s=stop),

@@ -19,6 +19,7 @@ from edgewire.netsim.pcap import PcapTap
 from edgewire.netsim.scenario import RECOVERY_MODES, Scenario, ScenarioError
 from edgewire.netsim.traffic import TrafficApp
 from edgewire.transport import Session, SessionConfig
+from edgewire.transport.bwe import estimator_names
 from edgewire.transport.quicstats import congestion_control_names
 from edgewire.transport.recovery import RecoveryConfig
 
@@ -45,6 +46,8 @@ class RunOptions:
     """Replaces the scenario's seed."""
     cc: str | None = None
     """Replaces ``[transport] cc``."""
+    estimator: str | None = None
+    """Replaces ``[transport] estimator``."""
     recovery: str | None = None
     """Replaces ``[transport] recovery``."""
     pcap_prefix: str | None = None
@@ -112,6 +115,11 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
         raise ScenarioError(scenario.source, "transport.cc",
                             f"unknown congestion controller {cc!r} "
                             f"(registered: {', '.join(congestion_control_names())})")
+    estimator = opts.estimator or scenario.transport.estimator
+    if estimator not in estimator_names():
+        raise ScenarioError(scenario.source, "transport.estimator",
+                            f"unknown bandwidth estimator {estimator!r} "
+                            f"(registered: {', '.join(estimator_names())})")
     recovery = opts.recovery or scenario.transport.recovery
     if recovery not in RECOVERY_MODES:
         raise ScenarioError(scenario.source, "transport.recovery",
@@ -125,13 +133,15 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
                                      "scenarios")
         # multi-endpoint scenarios: a multi-session over one connection per endpoint
         from edgewire.netsim.multi import run_multi_scenario
-        return run_multi_scenario(scenario, opts, seed=seed, cc=cc, recovery=recovery,
+        return run_multi_scenario(scenario, opts, seed=seed, cc=cc, estimator=estimator,
+                                  recovery=recovery,
                                   progress=progress, wall_clock=wall_clock)
     started = wall_clock() if wall_clock else None
 
     client_qc, server_qc = simulation_quic_configs(
         congestion_control=cc, max_datagram_size=scenario.transport.max_datagram_size)
     session_config = SessionConfig(shared_clock=True, stable_stream_order=True,
+                                   estimator=estimator,
                                    skip_idle_sends=opts.skip_idle_sends,
                                    ack_delay=scenario.transport.ack_delay_ms / 1000,
                                    recovery=RecoveryConfig(mode=recovery))
@@ -182,7 +192,7 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
         "simulated_s": total,
         "wall_s": None if wall is None else round(wall, 3),
         "realtime_factor": (None if not wall else round(total / wall, 2)),
-        "transport": {"cc": cc, "recovery": recovery},
+        "transport": {"cc": cc, "estimator": estimator, "recovery": recovery},
         "links": {"uplink": up.stats.summary(end=total),
                   "downlink": down.stats.summary(end=total)},
         "channels": {

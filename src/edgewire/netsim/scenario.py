@@ -24,6 +24,7 @@ from edgewire.netsim.config import (
     NoLoss,
 )
 from edgewire.netsim.trace import CapacityTrace, load_mahimahi
+from edgewire.transport.bwe import estimator_names
 from edgewire.transport.config import K_MAX_ACK_DELAY, K_MIN_ACK_DELAY
 from edgewire.transport.qos import ChannelKind, QoS, default_qos
 from edgewire.transport.quicstats import congestion_control_names
@@ -156,6 +157,8 @@ class TransportSettings:
 
     cc: str = "edgewire"
     """Congestion controller registered with aioquic."""
+    estimator: str = "gcc"
+    """Bandwidth estimator (``edgewire.transport.bwe`` registry: gcc, delivery, loss)."""
     recovery: str = "auto"
     """Loss recovery mode (see RECOVERY_MODES)."""
     max_datagram_size: int = 1200
@@ -499,6 +502,11 @@ class _Parser:
         if cc not in names:
             raise self.error("transport.cc", f"unknown congestion controller {cc!r} "
                                              f"(registered: {', '.join(names)})")
+        estimator = self.typed(table.get("estimator", "gcc"), str, "transport.estimator")
+        if estimator not in estimator_names():
+            raise self.error("transport.estimator",
+                             f"unknown bandwidth estimator {estimator!r} "
+                             f"(registered: {', '.join(estimator_names())})")
         recovery = self.typed(table.get("recovery", "auto"), str, "transport.recovery")
         if recovery not in RECOVERY_MODES:
             raise self.error("transport.recovery",
@@ -514,7 +522,8 @@ class _Parser:
             raise self.error("transport.ack_delay_ms",
                              f"must be in {K_MIN_ACK_DELAY * 1000:g} .. "
                              f"{K_MAX_ACK_DELAY * 1000:g} (the max_ack_delay QUIC advertises)")
-        return TransportSettings(cc=cc, recovery=recovery, max_datagram_size=mds,
+        return TransportSettings(cc=cc, estimator=estimator, recovery=recovery,
+                                 max_datagram_size=mds,
                                  ack_delay_ms=ack_ms)
 
 

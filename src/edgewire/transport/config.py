@@ -59,7 +59,8 @@ class SessionConfig:
     ``recovery.mode`` ("auto" by default; docs/RECOVERY.md)."""
     estimator: str = "gcc"
     """Bandwidth estimator (``edgewire.transport.bwe`` registry): "gcc" (delay- and
-    loss-based, with probing) or "loss" (loss-based only)."""
+    loss-based, with probing), "delivery" (the delivered rate steered by the queueing
+    delay; better on cellular paths, docs/BWE.md) or "loss" (loss-based only)."""
     bwe: BweConfig = field(default_factory=BweConfig)
     """The estimator's parameters (start, minimum and maximum rate among them)."""
     ack_delay: float = K_MAX_ACK_DELAY

@@ -2,8 +2,9 @@
 
 ``create_estimator("gcc")`` gives the default, a Google-Congestion-Control-style estimator
 (draft-ietf-rmcat-gcc): a trendline overuse detector driving AIMD, a loss-based controller,
-and bandwidth probing; ``"loss"`` is the loss-based part alone. Both take time as ``now``
-and report deadlines through ``get_timer()``.
+and bandwidth probing; ``"loss"`` is the loss-based part alone; ``"delivery"`` follows the
+delivered rate, steered by the queueing delay (docs/BWE.md). All take time as ``now`` and
+report deadlines through ``get_timer()``.
 """
 
 from edgewire.transport.bwe.base import (
@@ -17,17 +18,21 @@ from edgewire.transport.bwe.base import (
 from edgewire.transport.bwe.config import (
     AimdConfig,
     BweConfig,
+    DeliveryConfig,
     DetectorConfig,
     LossConfig,
     ProbeConfig,
     TrendlineConfig,
 )
+from edgewire.transport.bwe.delivery import DeliveryEstimator
 from edgewire.transport.bwe.gcc import GccEstimator, LossBasedEstimator
 
 __all__ = [
     "AimdConfig",
     "BandwidthEstimator",
     "BweConfig",
+    "DeliveryConfig",
+    "DeliveryEstimator",
     "DetectorConfig",
     "GccEstimator",
     "LossBasedEstimator",

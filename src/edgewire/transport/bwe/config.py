@@ -16,6 +16,7 @@ from edgewire.errors import LocalProtocolError
 __all__ = [
     "AimdConfig",
     "BweConfig",
+    "DeliveryConfig",
     "DetectorConfig",
     "LossConfig",
     "ProbeConfig",
@@ -328,6 +329,45 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryConfig:
+    """The "delivery" estimator: the delivered rate, steered by the queueing delay."""
+
+    queue_target: float = 0.01
+    """Mean queueing delay (s) of a feedback report the rate is steered to, beyond one
+    packet's transmission time at the delivered rate."""
+    gain: float = 0.25
+    """With no queue the rate is the delivered rate x (1 + gain), and less as the queue
+    nears the target: a sender at the path's capacity keeps about the target queued."""
+    drain_horizon: float = 0.2
+    """A queue above the target is drained within about this many seconds: the rate is
+    the delivered rate x (1 - excess / drain_horizon)..."""
+    min_factor: float = 0.5
+    """...but at least this fraction of it."""
+    startup_gain: float = 2.0
+    """Until the first queue above the target, the rate is this multiple of the delivered
+    rate (about a doubling per round trip; 1 turns startup off)."""
+    rate_span: float = 0.1
+    """Seconds of the latest arrivals the delivered rate is taken over."""
+    base_window: float = 10.0
+    """The base one-way delay is the smallest of the last one to two such periods."""
+    timeout_factor: float = 1.0
+    """Factor applied to the rate when feedback stops (1: hold). edgewire's congestion
+    controller already stops the sender one window after the ACKs stop."""
+
+    def __post_init__(self) -> None:
+        _positive("delivery.queue_target", self.queue_target)
+        _require(_finite(self.gain) and 0 < self.gain <= 4, "delivery.gain must be in (0, 4]")
+        _positive("delivery.drain_horizon", self.drain_horizon)
+        _fraction("delivery.min_factor", self.min_factor)
+        _require(_finite(self.startup_gain) and 1 <= self.startup_gain <= 8,
+                 "delivery.startup_gain must be in [1, 8]")
+        _positive("delivery.rate_span", self.rate_span)
+        _positive("delivery.base_window", self.base_window)
+        _require(_finite(self.timeout_factor) and 0 < self.timeout_factor <= 1,
+                 "delivery.timeout_factor must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BweConfig:
     """Everything tunable in a bandwidth estimator (rates in bits/s, times in seconds)."""
 
@@ -368,6 +408,8 @@ class BweConfig:
     """Loss-based control."""
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     """Probing."""
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    """The "delivery" estimator (the others ignore it)."""
 
     def __post_init__(self) -> None:
         _positive("min_bps", self.min_bps)
@@ -390,5 +432,6 @@ class BweConfig:
                                   ("detector", self.detector, DetectorConfig),
                                   ("aimd", self.aimd, AimdConfig),
                                   ("loss", self.loss, LossConfig),
-                                  ("probe", self.probe, ProbeConfig)):
+                                  ("probe", self.probe, ProbeConfig),
+                                  ("delivery", self.delivery, DeliveryConfig)):
             _require(isinstance(value, kind), f"{name} must be a {kind.__name__}")

@@ -1,0 +1,180 @@
+"""The "delivery" estimator: the delivered rate, steered by the queueing delay.
+
+GCC (the ``gcc`` estimator) waits for its trendline to call overuse and then drains to
+0.85 x the delivered rate; on a cellular path its trendline reads the delivery jitter as
+overuse many times a minute, and each cut leaves the rate well under the capacity. This
+estimator never waits for a verdict. After every feedback report it takes
+
+* ``d``, the rate the receiver got over the latest ``rate_span`` of arrivals: while a
+  queue stands at the bottleneck, that is the bottleneck's capacity now;
+* ``q``, the report's mean one-way delay above the base (the smallest one-way delay of the
+  last one to two ``base_window`` periods): the queue the report's packets met.
+
+and sets the rate to ``d`` x a factor of ``q``: above 1 (up to 1 + ``gain``) while the
+queue is under ``queue_target``, so that the path shows any capacity the sender is not
+using, and below 1 when it is over, enough to drain the excess within ``drain_horizon``.
+A sender at the capacity therefore keeps about ``queue_target`` of queue and follows a
+capacity change within one feedback round trip, in both directions. Until the first queue
+above the target (startup), the rate is ``startup_gain`` x ``d``: about a doubling per
+round trip, as a window-based slow start would do.
+
+The rate may only fall on a report when the sender was sending all of it, or a queue
+says the path is full: an application that sends less than its share has not shown the
+path carries less. Heavy loss still backs the rate off through the loss-based controller
+shared with ``gcc``. When feedback stops, the rate is held (``timeout_factor``): edgewire's
+congestion controller (``transport.cc``) bounds what is in flight to one window of the
+rate, so a dead path cannot be filled beyond it, and a path whose feedback only was
+delayed is not punished for it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from edgewire.transport.bwe.base import PacketResult, register_estimator
+from edgewire.transport.bwe.common import FeedbackEstimator
+from edgewire.transport.bwe.config import BweConfig
+
+__all__ = ["K_MAX_DELIVERY_OVER_SEND", "DeliveryEstimator"]
+
+#: The delivered rate taken is at most this multiple of the send rate of the same report.
+K_MAX_DELIVERY_OVER_SEND = 2.0
+
+
+class DeliveryEstimator(FeedbackEstimator):
+    """Rate = delivered rate x a factor of the queueing delay (module docstring)."""
+
+    def __init__(self, config: BweConfig) -> None:
+        super().__init__(config)
+        self._rate = config.start_bps
+        self._startup = config.delivery.startup_gain > 1.0
+        self._base_start: float | None = None
+        self._base_min = math.inf
+        self._base_prev = math.inf
+        self._report_min = math.inf
+        self._report_sum = 0.0
+        self._report_count = 0
+        self._report_bytes = 0
+        self._packet_bytes = 1200.0
+        self._send_first = math.inf
+        self._send_last = -math.inf
+        self._send_last_bytes = 0
+        self.sent_bps: float | None = None
+        """Send rate of the latest report's received packets (their send times are the
+        sender's own): the receiver cannot have got them faster than this."""
+        self.queue_delay: float | None = None
+        """Mean queueing delay (s) of the latest report's packets (None before any)."""
+        self.delivered_bps: float | None = None
+        """Rate delivered over the latest ``rate_span`` of arrivals (None before known)."""
+        self._decreases = 0
+        self._startup_ended_at: float | None = None
+
+    # ------------------------------------------------------------------ hooks
+
+    def _on_received(self, p: PacketResult, arrival: float) -> None:
+        owd = arrival - p.send_time
+        self._report_sum += owd
+        self._report_count += 1
+        self._report_bytes += p.size_bytes
+        if p.send_time < self._send_first:
+            self._send_first = p.send_time
+        if p.send_time >= self._send_last:
+            self._send_last, self._send_last_bytes = p.send_time, p.size_bytes
+        if owd < self._report_min:
+            self._report_min = owd
+
+    def _note_queue_delay(self, now: float) -> None:
+        count, total, low = self._report_count, self._report_sum, self._report_min
+        self._report_count, self._report_sum, self._report_min = 0, 0.0, math.inf
+        size, self._report_bytes = self._report_bytes, 0
+        span = self._send_last - self._send_first
+        self.sent_bps = (size - self._send_last_bytes) * 8 / span if span > 0 else None
+        self._send_first, self._send_last, self._send_last_bytes = math.inf, -math.inf, 0
+        if not count:
+            return
+        self._packet_bytes = size / count
+        window = self._config.delivery.base_window
+        if self._base_start is None:
+            self._base_start = now
+        elif now - self._base_start >= window:
+            self._base_prev, self._base_min = self._base_min, math.inf
+            self._base_start = now
+        self._base_min = min(self._base_min, low)
+        base = min(self._base_min, self._base_prev)
+        self.queue_delay = max(0.0, total / count - base)
+
+    def _update(self, now: float) -> None:
+        cfg = self._config.delivery
+        self._note_queue_delay(now)
+        q = self.queue_delay
+        d = self._acked.recent_bps(cfg.rate_span)
+        if d is None:
+            d = self._acked.rate_bps()
+        if d is not None and self.sent_bps is not None:
+            # arrival times come from the peer: a claim of much faster delivery than the
+            # packets were sent at is not taken (twice: a report's few packets give a
+            # noisy send rate, and a draining queue delivers faster than it was filled)
+            d = min(d, K_MAX_DELIVERY_OVER_SEND * self.sent_bps)
+        self.delivered_bps = d
+        if q is not None and d is not None and d > 0:
+            # a packet's own transmission at the bottleneck is delay above a base measured
+            # at a faster rate: at 0.5 Mbit/s, 19 ms for 1200 bytes. Counted as queue, it
+            # would keep a sender under the capacity for good
+            target = cfg.queue_target + self._packet_bytes * 8 / d
+            if self._startup and q > target:
+                self._startup = False
+                self._startup_ended_at = now
+            if self._startup:
+                self._rate = max(self._rate, cfg.startup_gain * d)
+            elif q > target:
+                factor = max(1.0 - (q - target) / cfg.drain_horizon,
+                             cfg.min_factor)
+                if d * factor < self._rate:
+                    self._rate = d * factor
+                    self._decreases += 1
+            else:
+                rate = d * (1.0 + cfg.gain * (target - q) / target)
+                # a sender below its rate has not shown the path carries less
+                if rate > self._rate or self._sending_at_target(now):
+                    if rate < self._rate:
+                        self._decreases += 1
+                    self._rate = rate
+            self._loss.note_delay(calm=q <= target)
+        self._rate = self._clamp(self._rate)
+        self._loss.update(now=now, rtt=self._rtt, limit_bps=None, cap_bps=self._rate)
+        # the loss-based part only binds while loss is heavy (raise_to refuses then)
+        self._loss.raise_to(self._rate)
+        self._target = self._clamp(min(self._rate, self._loss.estimate_bps))
+
+    def _on_timeout(self, now: float) -> None:
+        factor = self._config.delivery.timeout_factor
+        self._rate = self._clamp(self._rate * factor)
+        self._loss.scale(factor)
+        self._target = self._clamp(min(self._rate, self._loss.estimate_bps))
+
+    # ------------------------------------------------------------------ interface
+
+    def state(self) -> dict[str, Any]:
+        """Rate, queue, delivered rate, loss and feedback counters, JSON-ready (the
+        GCC-only fields are None)."""
+        return {
+            **self._common_state(),
+            "estimator": "delivery",
+            "delay_based_bps": self._rate,
+            "delivered_bps": self.delivered_bps,
+            "queue_delay": self.queue_delay,
+            "startup": self._startup,
+            "startup_ended_at": self._startup_ended_at,
+            "delay_decreases": self._decreases,
+            "loss_decreases": self._loss.decreases,
+            "detector": None,
+            "rate_control": None,
+            "trend": None,
+            "threshold": None,
+            "probes_sent": 0,
+            "probes_succeeded": 0,
+        }
+
+
+register_estimator("delivery", DeliveryEstimator)

@@ -1,0 +1,204 @@
+"""The "delivery" estimator: the delivered rate steered by the queueing delay.
+
+Closed loop on the synthetic bottleneck of test_bwe (virtual time), exact behaviour on
+hand-made reports, bad input, and netsim runs at a fixed seed for the constant-rate and
+step goals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from edgewire.errors import LocalProtocolError
+from edgewire.transport.bwe import (
+    BweConfig,
+    DeliveryConfig,
+    DeliveryEstimator,
+    PacketResult,
+    create_estimator,
+    estimator_names,
+)
+from tests.test_bwe import Bench, Path
+
+
+def _report(est: DeliveryEstimator, first_seq: int, start: float, n: int, gap: float,
+            owd: float, now: float, size: int = 1200) -> None:
+    """``n`` packets sent ``gap`` apart from ``start``, each arriving ``owd`` later."""
+    rows = []
+    for i in range(n):
+        send = start + i * gap
+        est.on_sent(size_bytes=size, now=send)
+        rows.append(PacketResult(first_seq + i, send, size, 50.0 + send + owd))
+    est.on_feedback(rows, now=now)
+
+
+def test_registered_and_configured() -> None:
+    assert "delivery" in estimator_names()
+    est = create_estimator("delivery")
+    assert isinstance(est, DeliveryEstimator)
+    assert est.target_bps == BweConfig().start_bps
+    for bad in ({"queue_target": 0.0}, {"gain": -1.0}, {"min_factor": 1.5},
+                {"startup_gain": 0.5}, {"timeout_factor": 0.0},
+                {"drain_horizon": float("nan")}):
+        with pytest.raises(LocalProtocolError):
+            DeliveryConfig(**bad)
+
+
+def test_startup_doubles_the_delivered_rate_until_a_queue_appears() -> None:
+    est = DeliveryEstimator(BweConfig(start_bps=300_000))
+    # 1 Mbit/s delivered (1200 B every 9.6 ms) with no queue: startup doubles it
+    _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
+    assert est.state()["startup"] is True
+    assert est.target_bps == pytest.approx(2 * 1_000_000, rel=0.05)
+    # the same rate with 40 ms of queue (well above 10 ms + one packet's 9.6 ms): startup
+    # ends and the rate drains below the delivered rate
+    _report(est, 20, 0.2, 20, 0.0096, 0.065, now=0.5)
+    state = est.state()
+    assert state["startup"] is False
+    assert state["queue_delay"] == pytest.approx(0.04, abs=1e-6)
+    excess = 0.04 - (0.01 + 0.0096)
+    assert est.target_bps == pytest.approx(1_000_000 * (1 - excess / 0.2), rel=0.05)
+    assert state["delay_decreases"] == 1
+
+
+def test_empty_queue_grows_by_the_gain_and_a_packet_time_is_not_queue() -> None:
+    cfg = BweConfig(start_bps=100_000, delivery=DeliveryConfig(startup_gain=1.0))
+    est = DeliveryEstimator(cfg)
+    # base 25 ms at 1 Mbit/s
+    _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
+    assert est.target_bps == pytest.approx(1_000_000 * 1.25, rel=0.05)
+    # the path slows to 0.5 Mbit/s: one 1200-byte packet now takes 19.2 ms instead of
+    # 9.6, 9.6 ms above the base. Below 10 ms + 19.2 ms that is no queue to drain:
+    # the rate stays above what is delivered
+    _report(est, 20, 0.25, 20, 0.0192, 0.0346, now=0.7)
+    assert est.target_bps > 500_000
+
+
+def test_closed_loop_converges_and_follows_a_step_down_and_up() -> None:
+    est = create_estimator("delivery")
+    bench = Bench(est, Path(2_000_000))
+    bench.run(6.0)
+    settled = bench.targets(2.0, 6.0)
+    assert min(settled) >= 0.7 * 2_000_000
+    assert max(settled) <= 1.35 * 2_000_000
+    bench.path.capacity_bps = 500_000
+    bench.run(10.0)
+    # this bottleneck has no window in front of it: the step queues 0.4 s before the
+    # feedback shows it, and draining that at half the new capacity takes a second
+    assert max(bench.targets(6.3, 7.0)) <= 0.7 * 500_000
+    after = bench.targets(7.5, 10.0)
+    assert max(after) <= 1.2 * 500_000
+    assert min(after) >= 0.8 * 500_000
+    bench.path.capacity_bps = 2_000_000
+    bench.run(12.0)
+    assert min(bench.targets(11.0, 12.0)) >= 0.7 * 2_000_000
+
+
+def test_an_application_below_its_rate_does_not_pull_it_down() -> None:
+    est = create_estimator("delivery")
+    bench = Bench(est, Path(5_000_000), app_bps=200_000)
+    bench.run(5.0)
+    # it sends 200 kbit/s: the rate grew from what was delivered, and never fell
+    targets = bench.targets(0.5, 5.0)
+    assert all(b >= a for a, b in itertools.pairwise(targets))
+    assert targets[-1] >= 200_000
+
+
+def test_feedback_timeout_holds_the_rate_by_default_and_scales_when_asked() -> None:
+    for factor, expect in ((1.0, 1.0), (0.5, 0.5)):
+        cfg = BweConfig(start_bps=1_000_000, delivery=DeliveryConfig(timeout_factor=factor))
+        est = DeliveryEstimator(cfg)
+        est.on_sent(size_bytes=1200, now=0.0)
+        est.on_feedback([PacketResult(1, 0.0, 1200, 0.02)], now=0.05)
+        before = est.target_bps
+        est.on_sent(size_bytes=1200, now=0.1)
+        timer = est.get_timer()
+        assert timer is not None
+        est.on_timer(now=timer)
+        assert est.target_bps == pytest.approx(before * expect)
+        assert est.state()["feedback_timeouts"] == 1
+
+
+def test_heavy_loss_backs_off_through_the_loss_controller() -> None:
+    est = create_estimator("delivery")
+    bench = Bench(est, Path(2_000_000, loss_every=4))  # 25 % loss, no queue
+    bench.run(6.0)
+    state = est.state()
+    assert state["loss_decreases"] >= 1
+    assert max(bench.targets(4.0, 6.0)) < 2_000_000
+
+
+def test_a_peer_cannot_claim_faster_delivery_than_the_sending() -> None:
+    """A receiver that reports packets arriving ten times faster than they were sent
+    claims 19 Mbit/s; the delivered rate taken is at most twice the rate the reported
+    packets were sent at, so the estimate stays within a few times the real rate."""
+    cfg = BweConfig(max_bps=50_000_000)
+    est = DeliveryEstimator(cfg)
+    seq = 0
+    send_bps = 1200 * 8 / 0.005  # 1.92 Mbit/s: one packet every 5 ms
+    for k in range(40):
+        rows = []
+        for i in range(10):
+            seq += 1
+            send = k * 0.05 + i * 0.005
+            est.on_sent(size_bytes=1200, now=send)
+            rows.append(PacketResult(seq, send, 1200, 1.0 + seq * 0.0005))
+        est.on_feedback(rows, now=k * 0.05 + 0.05)
+        state = est.state()
+        if state["delivered_bps"] is not None:
+            assert state["delivered_bps"] <= 2 * send_bps * 1.001
+        # startup doubles what was delivered, never more
+        assert est.target_bps <= max(cfg.start_bps, 2 * 2 * send_bps * 1.001)
+    assert est.state()["delivered_bps"] is not None
+    json.dumps(est.state(), allow_nan=False)
+
+
+def _goal_run(name: str) -> dict[str, object]:
+    from edgewire.cli.bench_bwe import _row, _step_figures, scenarios
+    from edgewire.netsim.run import run_scenario
+    from edgewire.netsim.scenario import parse_scenario
+
+    table = next(t for t in scenarios(20.0, None) if t["name"] == name)
+    result = run_scenario(parse_scenario(
+        {**table, "seed": 1, "transport": {"cc": "edgewire", "estimator": "delivery"}}))
+    assert result["transport"]["estimator"] == "delivery"
+    row = _row(result)
+    if name.startswith("step"):
+        row.update(_step_figures(result, 20.0))
+    return row
+
+
+def test_netsim_constant_rate_goal() -> None:
+    row = _goal_run("constant-2mbps")
+    assert row["utilization"] >= 0.90  # type: ignore[operator]
+    assert row["queue_delay_p95_ms"] <= 50  # type: ignore[operator]
+
+
+def test_netsim_step_goals() -> None:
+    row = _goal_run("step-2-0.5-2mbps")
+    assert row["down_estimate_within_20pct_s"] is not None
+    assert row["down_estimate_within_20pct_s"] <= 2.0  # type: ignore[operator]
+    assert row["down_queue_p95_under_50ms_s"] is not None
+    assert row["down_queue_p95_under_50ms_s"] <= 3.0  # type: ignore[operator]
+    assert row["up_estimate_80pct_s"] is not None
+    assert row["up_estimate_80pct_s"] <= 5.0  # type: ignore[operator]
+
+
+def test_scenario_and_run_options_select_the_estimator() -> None:
+    from edgewire.netsim.run import RunOptions, run_scenario
+    from edgewire.netsim.scenario import ScenarioError, parse_scenario
+
+    base = {"name": "t", "duration_s": 0.5, "link": {"rate_kbps": 1000, "delay_ms": 10},
+            "traffic": {"down": {"audio": {"bitrate_kbps": 32}}}}
+    assert parse_scenario({**base, "transport": {"estimator": "delivery"}}) \
+        .transport.estimator == "delivery"
+    assert parse_scenario(base).transport.estimator == "gcc"
+    with pytest.raises(ScenarioError, match="unknown bandwidth estimator 'nosuch'"):
+        parse_scenario({**base, "transport": {"estimator": "nosuch"}})
+    result = run_scenario(parse_scenario(base), RunOptions(estimator="delivery"))
+    assert result["transport"]["estimator"] == "delivery"
+    with pytest.raises(ScenarioError, match="registered: delivery, gcc, loss"):
+        run_scenario(parse_scenario(base), RunOptions(estimator="nosuch"))
