@@ -202,3 +202,13 @@ def test_scenario_and_run_options_select_the_estimator() -> None:
     assert result["transport"]["estimator"] == "delivery"
     with pytest.raises(ScenarioError, match="registered: delivery, gcc, loss"):
         run_scenario(parse_scenario(base), RunOptions(estimator="nosuch"))
+
+
+def test_a_receiver_clock_jumping_ahead_is_not_read_as_queue() -> None:
+    est = DeliveryEstimator(BweConfig(start_bps=1_000_000))
+    _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
+    before = est.target_bps
+    # the receiver's clock jumps 100 s ahead: every one-way delay is 100 s longer
+    _report(est, 20, 0.2, 20, 0.0096, 100.025, now=0.5)
+    assert est.state()["queue_delay"] == pytest.approx(0.0, abs=1e-9)
+    assert est.target_bps >= before

@@ -35,6 +35,7 @@ from typing import Any
 from edgewire.transport.bwe.base import PacketResult, register_estimator
 from edgewire.transport.bwe.common import FeedbackEstimator
 from edgewire.transport.bwe.config import BweConfig
+from edgewire.transport.bwe.rates import WindowedMin
 
 __all__ = ["K_MAX_DELIVERY_OVER_SEND", "DeliveryEstimator"]
 
@@ -49,9 +50,7 @@ class DeliveryEstimator(FeedbackEstimator):
         super().__init__(config)
         self._rate = config.start_bps
         self._startup = config.delivery.startup_gain > 1.0
-        self._base_start: float | None = None
-        self._base_min = math.inf
-        self._base_prev = math.inf
+        self._base = WindowedMin(config.delivery.base_window)
         self._report_min = math.inf
         self._report_sum = 0.0
         self._report_count = 0
@@ -94,14 +93,10 @@ class DeliveryEstimator(FeedbackEstimator):
         if not count:
             return
         self._packet_bytes = size / count
-        window = self._config.delivery.base_window
-        if self._base_start is None:
-            self._base_start = now
-        elif now - self._base_start >= window:
-            self._base_prev, self._base_min = self._base_min, math.inf
-            self._base_start = now
-        self._base_min = min(self._base_min, low)
-        base = min(self._base_min, self._base_prev)
+        if low - self._base.value > self._config.trendline.max_arrival_jump:
+            # the receiver clock jumped ahead: the old base is on another time line
+            self._base.reset()
+        base = self._base.add(low, now)
         self.queue_delay = max(0.0, total / count - base)
 
     def _update(self, now: float) -> None:

@@ -16,6 +16,7 @@ from edgewire.transport.bwe.base import PacketResult, ProbeRequest, register_est
 from edgewire.transport.bwe.common import FeedbackEstimator
 from edgewire.transport.bwe.config import BweConfig
 from edgewire.transport.bwe.probe import ProbeController
+from edgewire.transport.bwe.rates import WindowedMin
 from edgewire.transport.bwe.trendline import InterArrival, OveruseDetector, TrendlineFilter
 
 __all__ = ["GccEstimator", "LossBasedEstimator"]
@@ -40,9 +41,7 @@ class GccEstimator(FeedbackEstimator):
         self._probe_results_ignored = 0
         # one-way delay (receiver clock - sender clock, offset included): the smallest of
         # the current and the previous base_delay_window, and of the latest feedback
-        self._base_window_start: float | None = None
-        self._base_min = float("inf")
-        self._base_prev = float("inf")
+        self._base = WindowedMin(config.aimd.base_delay_window)
         self._batch_min = float("inf")
         self.queue_delay: float | None = None
         """Queueing delay (s) the latest feedback showed, above the smallest one-way delay
@@ -65,7 +64,7 @@ class GccEstimator(FeedbackEstimator):
             # the receiver clock jumped: arrival times before it are meaningless now
             self._resets_seen = self._inter_arrival.resets
             self._acked.reset()
-            self._base_min = self._base_prev = float("inf")
+            self._base.reset()
         if delta is None:
             return
         trend = self._trendline.update(delta)
@@ -76,14 +75,7 @@ class GccEstimator(FeedbackEstimator):
         batch, self._batch_min = self._batch_min, float("inf")
         if batch == float("inf"):
             return
-        window = self._config.aimd.base_delay_window
-        if self._base_window_start is None:
-            self._base_window_start = now
-        elif now - self._base_window_start >= window:
-            self._base_prev, self._base_min = self._base_min, float("inf")
-            self._base_window_start = now
-        self._base_min = min(self._base_min, batch)
-        self.queue_delay = max(0.0, batch - min(self._base_min, self._base_prev))
+        self.queue_delay = max(0.0, batch - self._base.add(batch, now))
 
     def _update(self, now: float) -> None:
         aimd = self._aimd

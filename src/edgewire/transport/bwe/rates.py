@@ -4,7 +4,38 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["AckedRate", "SendRate"]
+__all__ = ["AckedRate", "SendRate", "WindowedMin"]
+
+
+class WindowedMin:
+    """The smallest value seen over the current and the previous ``window`` seconds (a
+    new period starts at the first sample ``window`` after the last start), so a value
+    that rose for good is learned within one to two windows."""
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._start: float | None = None
+        self._cur = float("inf")
+        self._prev = float("inf")
+
+    def add(self, value: float, now: float) -> float:
+        """Fold in ``value`` seen at ``now``; returns the minimum."""
+        if self._start is None:
+            self._start = now
+        elif now - self._start >= self._window:
+            self._prev, self._cur = self._cur, float("inf")
+            self._start = now
+        self._cur = min(self._cur, value)
+        return self.value
+
+    @property
+    def value(self) -> float:
+        """The minimum (inf before any sample)."""
+        return min(self._cur, self._prev)
+
+    def reset(self) -> None:
+        """Forget the samples (the period keeps running)."""
+        self._cur = self._prev = float("inf")
 
 
 class AckedRate:
