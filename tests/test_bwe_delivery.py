@@ -42,9 +42,13 @@ def test_registered_and_configured() -> None:
     assert est.target_bps == BweConfig().start_bps
     for bad in ({"queue_target": 0.0}, {"gain": -1.0}, {"min_factor": 1.5},
                 {"startup_gain": 0.5}, {"timeout_factor": 0.0},
-                {"drain_horizon": float("nan")}):
+                {"drain_horizon": float("nan")}, {"feedback_interval": 0.0},
+                {"feedback_interval": float("inf")}):
         with pytest.raises(LocalProtocolError):
             DeliveryConfig(**bad)
+    # it asks the peer for a report every feedback_interval; gcc states no wish
+    assert est.feedback_interval == DeliveryConfig().feedback_interval == 0.025
+    assert create_estimator("gcc").feedback_interval is None
 
 
 def test_startup_doubles_the_delivered_rate_until_a_queue_appears() -> None:

@@ -114,6 +114,7 @@ hellos = st.builds(
     versions=st.lists(u32, min_size=1, max_size=64).map(tuple),
     clock=finite_floats,
     software=names,
+    feedback_ms=st.integers(0, 60_000),
 )
 hello_acks = st.builds(
     HelloAck,
@@ -122,6 +123,7 @@ hello_acks = st.builds(
     clock_recv=finite_floats,
     clock_send=finite_floats,
     software=names,
+    feedback_ms=st.integers(0, 60_000),
 )
 clock_syncs = st.builds(ClockSync, offset=finite_floats)
 pings = st.builds(Ping, clock=finite_floats)
@@ -177,11 +179,13 @@ def assert_valid(msg: ControlMessage) -> None:
             assert _is_finite(msg.clock)
             assert isinstance(msg.software, str)
             assert len(msg.software) <= 256
+            assert _is_int(msg.feedback_ms, 60_000)
         case HelloAck():
             assert _is_int(msg.version, U32)
             assert all(_is_finite(c) for c in (msg.clock_echo, msg.clock_recv, msg.clock_send))
             assert isinstance(msg.software, str)
             assert len(msg.software) <= 256
+            assert _is_int(msg.feedback_ms, 60_000)
         case ClockSync():
             assert _is_finite(msg.offset)
         case Ping():
@@ -251,6 +255,12 @@ def test_round_trip(msg: ControlMessage) -> None:
         (HelloAck(version=1, clock_echo=1.0, clock_recv=2.0, clock_send=3.0, software="s"),
          {"t": "hello_ack", "version": 1, "clock_echo": 1.0, "clock_recv": 2.0,
           "clock_send": 3.0, "software": "s"}),
+        (Hello(versions=(1,), clock=3.5, software="s", feedback_ms=25),
+         {"t": "hello", "versions": [1], "clock": 3.5, "software": "s", "feedback_ms": 25}),
+        (HelloAck(version=1, clock_echo=1.0, clock_recv=2.0, clock_send=3.0, software="s",
+                  feedback_ms=100),
+         {"t": "hello_ack", "version": 1, "clock_echo": 1.0, "clock_recv": 2.0,
+          "clock_send": 3.0, "software": "s", "feedback_ms": 100}),
         (ClockSync(offset=-0.5), {"t": "clock", "offset": -0.5}),
         (Ping(clock=7.0), {"t": "ping", "clock": 7.0}),
         (Pong(clock_echo=7.0, clock_recv=8.0, clock_send=8.5),
@@ -399,6 +409,12 @@ _BAD_FIELDS: list[tuple[str, str, Any]] = [
     ("open", "max_message_bytes", 1 << 32),
     ("open", "max_message_bytes", True),
     ("open", "max_message_bytes", 1.0),
+    ("hello", "feedback_ms", -1),
+    ("hello", "feedback_ms", 60_001),
+    ("hello", "feedback_ms", 25.0),
+    ("hello", "feedback_ms", True),
+    ("hello_ack", "feedback_ms", "25"),
+    ("hello_ack", "feedback_ms", 1 << 64),
     ("close", "ch", U16 + 1),
     ("close", "ch", False),
     ("close", "messages", -1),

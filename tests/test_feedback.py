@@ -236,3 +236,27 @@ def test_history_is_bounded() -> None:
     assert len(hist) == 100
     hist.on_feedback(encode_feedback(0, 0, [0.1]))
     assert hist.counters.stale_packets == 1
+
+
+def test_recorder_reports_at_the_interval_the_peer_asks_for() -> None:
+    rec = ArrivalRecorder()
+    received: set[int] = set()
+
+    def arrive(pn: int, t: float) -> None:
+        received.add(pn)
+        rec.on_packet(max(received), t, received)
+
+    arrive(0, 0.0)
+    assert rec.get_timer() == pytest.approx(0.1)
+    # asked for 25 ms: the pending report is due sooner, riding on data too
+    assert rec.set_interval(0.025) == pytest.approx(0.025)
+    assert rec.max_wait == pytest.approx(0.025)
+    assert rec.get_timer() == pytest.approx(0.025)
+    assert not rec.due(0.02, with_data=True)
+    assert rec.due(0.025, with_data=False)
+    assert _drain(rec, 0.025) == [(0, 0.0)]
+    arrive(1, 0.03)
+    assert rec.get_timer() == pytest.approx(0.05)  # 25 ms after the last report
+    # the receiver keeps the wish within 10-100 ms
+    assert rec.set_interval(0.0) == pytest.approx(0.01)
+    assert rec.set_interval(5.0) == pytest.approx(0.1)

@@ -452,3 +452,21 @@ def test_token_logprobs_end_and_error_reach_the_receiver(pair: Pair) -> None:
         ((5, 7), "hi", (-0.25, -1.5), False, None),
         ((), None, None, True, "model overloaded"),
     ]
+
+
+@pytest.mark.parametrize(("client_estimator", "server_estimator", "server_wait", "client_wait"),
+                         [("delivery", "gcc", 0.025, 0.1), ("gcc", "delivery", 0.1, 0.025),
+                          ("gcc", "gcc", 0.1, 0.1)])
+def test_hello_carries_the_feedback_interval_each_estimator_asks_for(
+        cert_pair: tuple[str, str], client_estimator: str, server_estimator: str,
+        server_wait: float, client_wait: float) -> None:
+    # each side's receiver reports at the interval the other side's estimator wants:
+    # "delivery" asks for 25 ms, "gcc" states no wish (the 100 ms default)
+    p = Pair(*cert_pair, client_config=SessionConfig(estimator=client_estimator),
+             server_config=SessionConfig(estimator=server_estimator))
+    p.run(0.5)
+    assert p.client.ready
+    assert p.server is not None
+    assert p.server.ready
+    assert p.server._rate.recorder.max_wait == pytest.approx(server_wait)
+    assert p.client._rate.recorder.max_wait == pytest.approx(client_wait)

@@ -49,6 +49,9 @@ class Hello:
     """Client's clock (seconds) when it sent the hello."""
     software: str = ""
     """Free-form implementation name, for logs."""
+    feedback_ms: int = 0
+    """How often (ms) the sender's bandwidth estimator wants the peer's arrival feedback
+    (0: no wish; the peer's default)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +68,9 @@ class HelloAck:
     """Server clock when this answer was sent."""
     software: str = ""
     """Free-form implementation name, for logs."""
+    feedback_ms: int = 0
+    """How often (ms) the sender's bandwidth estimator wants the peer's arrival feedback
+    (0: no wish; the peer's default)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,6 +196,8 @@ def encode_control(msg: ControlMessage) -> bytes:
             obj = {"t": "kf", "ch": msg.channel_id}
         case AppMessage():
             obj = {"t": "app", "body": msg.body}
+    if isinstance(msg, Hello | HelloAck) and msg.feedback_ms:
+        obj["feedback_ms"] = msg.feedback_ms  # optional: absent means no wish
     return bytes(cbor2.dumps(obj))
 
 
@@ -236,6 +244,16 @@ def _software(obj: dict[Any, Any]) -> str:
     return value[:256]
 
 
+#: Largest ``feedback_ms`` a hello may carry.
+MAX_FEEDBACK_MS = 60_000
+
+
+def _feedback_ms(obj: dict[Any, Any]) -> int:
+    if "feedback_ms" not in obj:  # optional: a peer without an estimator wish
+        return 0
+    return _uint(obj, "feedback_ms", MAX_FEEDBACK_MS)
+
+
 def decode_control(data: bytes) -> ControlMessage | None:
     """Decode and validate one control record body; None for a type this version lacks."""
     try:
@@ -253,13 +271,13 @@ def decode_control(data: bytes) -> ControlMessage | None:
         ):
             raise _fail("'versions' must be a non-empty list of integers")
         return Hello(versions=tuple(versions[:64]), clock=_float(obj, "clock"),
-                     software=_software(obj))
+                     software=_software(obj), feedback_ms=_feedback_ms(obj))
     if kind == "hello_ack":
         return HelloAck(version=_uint(obj, "version", (1 << 32) - 1),
                         clock_echo=_float(obj, "clock_echo"),
                         clock_recv=_float(obj, "clock_recv"),
                         clock_send=_float(obj, "clock_send"),
-                        software=_software(obj))
+                        software=_software(obj), feedback_ms=_feedback_ms(obj))
     if kind == "clock":
         return ClockSync(offset=_float(obj, "offset"))
     if kind == "ping":

@@ -69,6 +69,8 @@ _MAX_DELTA_US = 1 << 41
 K_FEEDBACK_INTERVAL = 0.05  # seconds
 K_FEEDBACK_MAX_WAIT = 0.1  # seconds
 K_FEEDBACK_AFTER_GAP = 0.01  # seconds
+#: The shortest interval a peer may ask for (``ArrivalRecorder.set_interval``).
+K_FEEDBACK_MIN_INTERVAL = 0.01  # seconds
 #: Arrivals held for the next feedback; beyond it the oldest are dropped and counted.
 K_MAX_PENDING = 8192
 #: Packet numbers up to the largest received among which a late arrival is looked for:
@@ -202,6 +204,8 @@ class ArrivalRecorder:
         self._next_base = 0  # first packet number not covered by a sent feedback
         self._last_sent = 0.0
         self._due_alone: float | None = None
+        self._interval = K_FEEDBACK_INTERVAL
+        self._max_wait = K_FEEDBACK_MAX_WAIT
         self._sequence = 0
         self.sent = 0
         """Feedback datagrams sent."""
@@ -241,7 +245,23 @@ class ArrivalRecorder:
             self.dropped += 1
         self._pending.append((pn, now))
         if self._due_alone is None:
-            self._due_alone = max(now, self._last_sent + K_FEEDBACK_MAX_WAIT)
+            self._due_alone = max(now, self._last_sent + self._max_wait)
+
+    @property
+    def max_wait(self) -> float:
+        """Seconds feedback waits at most before going out alone."""
+        return self._max_wait
+
+    def set_interval(self, seconds: float) -> float:
+        """Report at most ``seconds`` apart (the sender's estimator asks for it in the
+        hello), within K_FEEDBACK_MIN_INTERVAL..K_FEEDBACK_MAX_WAIT; returns what is used."""
+        wait = min(max(float(seconds), K_FEEDBACK_MIN_INTERVAL), K_FEEDBACK_MAX_WAIT)
+        self._max_wait = wait
+        self._interval = min(K_FEEDBACK_INTERVAL, wait)
+        if self._due_alone is not None and self._pending:
+            self._due_alone = min(self._due_alone, max(self._pending[0][1],
+                                                       self._last_sent + wait))
+        return wait
 
     def _gap(self, now: float) -> None:
         due = now + K_FEEDBACK_AFTER_GAP
@@ -258,7 +278,7 @@ class ArrivalRecorder:
         if not self._pending or self._due_alone is None:
             return False
         return now >= self._due_alone or (with_data and now >= self._last_sent
-                                          + K_FEEDBACK_INTERVAL)
+                                          + self._interval)
 
     def take(self, now: float, room: int) -> Iterator[bytes]:
         """FEEDBACK datagrams of at most ``room`` bytes reporting every pending arrival."""

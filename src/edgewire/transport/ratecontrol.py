@@ -156,6 +156,16 @@ class RateController:
             return []
         return list(self.recorder.take(now, room))
 
+    def feedback_wish_ms(self) -> int:
+        """The feedback interval (ms) our estimator asks the peer for; 0 for no wish."""
+        interval = self.estimator.feedback_interval
+        return 0 if interval is None else max(1, round(interval * 1000))
+
+    def on_peer_feedback_wish(self, ms: int) -> None:
+        """The peer's estimator asked for feedback every ``ms`` ms (0: its default)."""
+        if ms > 0:
+            self.recorder.set_interval(ms / 1000)
+
     # ---------------------------------------------------------------- sending side
 
     def on_quic_sent(self, packet: QuicSentPacket) -> None:

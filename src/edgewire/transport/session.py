@@ -796,8 +796,9 @@ class Session(Receiver):
                     self.close(ErrorCode.VERSION_NEGOTIATION_FAILED, "ALPN mismatch", now=now)
                 elif self.is_client:
                     self._control_stream = self.quic.get_next_available_stream_id()
-                    self._send_control(ctl.Hello(versions=SUPPORTED_VERSIONS, clock=now,
-                                                 software=self.config.software))
+                    self._send_control(ctl.Hello(
+                        versions=SUPPORTED_VERSIONS, clock=now, software=self.config.software,
+                        feedback_ms=self._rate.feedback_wish_ms()))
             elif isinstance(event, qe.ConnectionIdIssued | qe.ConnectionIdRetired):
                 self.connection_ids_changed = True
             elif isinstance(event, qe.ConnectionTerminated):
@@ -826,9 +827,11 @@ class Session(Receiver):
             self.version = max(common)
             if not self.config.shared_clock:
                 self.clock_offset = msg.clock - now  # refined by the client's ClockSync
+            self._rate.on_peer_feedback_wish(msg.feedback_ms)
             self._send_control(ctl.HelloAck(version=self.version, clock_echo=msg.clock,
                                             clock_recv=now, clock_send=now,
-                                            software=self.config.software))
+                                            software=self.config.software,
+                                            feedback_ms=self._rate.feedback_wish_ms()))
             self._push(SessionReady(version=self.version, peer_software=msg.software))
         elif isinstance(msg, ctl.HelloAck) and self.is_client and self.version is None:
             if msg.version not in SUPPORTED_VERSIONS:
@@ -837,6 +840,7 @@ class Session(Receiver):
                 return
             self.version = msg.version
             self._hello_done_at = now
+            self._rate.on_peer_feedback_wish(msg.feedback_ms)
             self._clock_sample(msg.clock_echo, msg.clock_recv, msg.clock_send, now)
             self._schedule_probe()
             self._push(SessionReady(version=self.version, peer_software=msg.software))

@@ -96,6 +96,12 @@ class BandwidthEstimator(abc.ABC):
     def state(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the estimate and the counters."""
 
+    @property
+    def feedback_interval(self) -> float | None:
+        """Seconds between the peer's feedback reports this estimator asks for (the
+        session sends it in its hello), or None for the peer's default."""
+        return None
+
 
 _REGISTRY: dict[str, Callable[[BweConfig], BandwidthEstimator]] = {}
 

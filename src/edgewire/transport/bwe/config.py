@@ -346,10 +346,14 @@ class DeliveryConfig:
     startup_gain: float = 2.0
     """Until the first queue above the target, the rate is this multiple of the delivered
     rate (about a doubling per round trip; 1 turns startup off)."""
-    rate_span: float = 0.1
-    """Seconds of the latest arrivals the delivered rate is taken over."""
+    rate_span: float = 0.05
+    """Seconds of the latest arrivals the delivered rate is taken over (two reports at
+    ``feedback_interval``)."""
     base_window: float = 10.0
     """The base one-way delay is the smallest of the last one to two such periods."""
+    feedback_interval: float = 0.025
+    """Seconds between the receiver's feedback reports this estimator asks for in the
+    hello (the receiver keeps them within 10-100 ms)."""
     timeout_factor: float = 1.0
     """Factor applied to the rate when feedback stops (1: hold). edgewire's congestion
     controller already stops the sender one window after the ACKs stop."""
@@ -363,6 +367,8 @@ class DeliveryConfig:
                  "delivery.startup_gain must be in [1, 8]")
         _positive("delivery.rate_span", self.rate_span)
         _positive("delivery.base_window", self.base_window)
+        _require(_finite(self.feedback_interval) and 0.001 <= self.feedback_interval <= 1,
+                 "delivery.feedback_interval must be in [0.001, 1] s")
         _require(_finite(self.timeout_factor) and 0 < self.timeout_factor <= 1,
                  "delivery.timeout_factor must be in (0, 1]")
 

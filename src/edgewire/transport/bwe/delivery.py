@@ -150,6 +150,12 @@ class DeliveryEstimator(FeedbackEstimator):
 
     # ------------------------------------------------------------------ interface
 
+    @property
+    def feedback_interval(self) -> float | None:
+        """``delivery.feedback_interval``: the rate follows each report, so a report every
+        25 ms reacts to a capacity drop a round of 75 ms sooner than one every 100 ms."""
+        return self._config.delivery.feedback_interval
+
     def state(self) -> dict[str, Any]:
         """Rate, queue, delivered rate, loss and feedback counters, JSON-ready (the
         GCC-only fields are None)."""
