@@ -209,3 +209,41 @@ async def test_keyframe_request_over_loopback(cert_pair: tuple[str, str]) -> Non
     await server.wait_closed()
     assert asked == [video.id]
     assert video.keyframe_requests == 1
+
+
+@pytest.mark.asyncio
+async def test_delivery_estimator_over_loopback(cert_pair: tuple[str, str]) -> None:
+    # real sockets: the client's "delivery" estimator asks the server for a report every
+    # 25 ms in the hello; the server's reports reach it and move the estimate off its start
+    received: list[int] = []
+    waits: list[float] = []
+
+    async def handler(conn: edgewire.Connection) -> None:
+        waits.append(conn.session._rate.recorder.max_wait)
+        async for msg in await conn.accept():
+            received.append(int(np.asarray(msg.payload).size))
+
+    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=cert_pair[0],
+                                  keyfile=cert_pair[1])
+    config = SessionConfig(estimator="delivery")
+    async with edgewire.connect(f"localhost:{server.address[1]}", cafile=cert_pair[0],
+                                config=config) as conn:
+        ch = await conn.channel("embeddings")
+        block = np.ones(25_000, dtype=np.float32)  # 100 kB
+        for _ in range(20):
+            await ch.send(block)
+        await ch.drain()
+        for _ in range(300):
+            if len(received) == 20:
+                break
+            await asyncio.sleep(0.01)
+        state = conn.bwe_state()
+    server.close()
+    await server.wait_closed()
+    assert waits == [pytest.approx(0.025)]
+    assert received == [25_000] * 20
+    assert state["estimator"] == "delivery"
+    assert state["feedback_reports"] > 0
+    assert state["packets_received"] > 0
+    assert state["delivered_bps"] is not None
+    assert state["target_bps"] > BweConfig().start_bps  # startup grew it on real feedback
