@@ -47,6 +47,14 @@ def trace_dir() -> Path:
     raise SystemExit("trace_bound: ../shared/data/traces not found")
 
 
+def summary(opportunities: np.ndarray, delays: list[int]) -> tuple[float, float]:
+    """(utilization: packets delivered / opportunities, p95 queueing delay in ms)."""
+    total = int(opportunities.sum())
+    util = len(delays) / total if total else 0.0
+    p95 = float(np.percentile(delays, 95)) if delays else 0.0
+    return util, p95
+
+
 def replay(opportunities: np.ndarray, f: float, window: float, delay: float
            ) -> tuple[float, float]:
     """(utilization, p95 queueing delay in ms) of the late-knowing sender."""
@@ -68,10 +76,7 @@ def replay(opportunities: np.ndarray, f: float, window: float, delay: float
             if not queue:
                 break
             delays.append(ms - queue.popleft())
-    total = int(opportunities.sum())
-    util = len(delays) / total if total else 0.0
-    p95 = float(np.percentile(delays, 95)) if delays else 0.0
-    return util, p95
+    return summary(opportunities, delays)
 
 
 def feedback_times(uplink: np.ndarray, n: int, every: int, one_way: int) -> np.ndarray:
@@ -106,7 +111,7 @@ def replay_uplink(opportunities: np.ndarray, known: np.ndarray, f: float, window
     n = len(opportunities)
     cum = np.concatenate([[0], np.cumsum(opportunities)])
     win = max(1, round(window * 1000))
-    queue: deque[tuple[int, int]] = deque()
+    queue: deque[int] = deque()
     delays: list[int] = []
     credit, sent_at = 0.0, np.zeros(n, dtype=np.int64)
     sent = 0
@@ -124,17 +129,14 @@ def replay_uplink(opportunities: np.ndarray, known: np.ndarray, f: float, window
                 if room is not None:
                     room -= 1.0
                 if len(queue) < QUEUE_PACKETS:
-                    queue.append((ms, sent))
+                    queue.append(ms)
             credit = min(credit, 1.0)
         sent_at[ms] = sent
         for _ in range(int(opportunities[ms])):
             if not queue:
                 break
-            delays.append(ms - queue.popleft()[0])
-    total = int(opportunities.sum())
-    util = len(delays) / total if total else 0.0
-    p95 = float(np.percentile(delays, 95)) if delays else 0.0
-    return util, p95
+            delays.append(ms - queue.popleft())
+    return summary(opportunities, delays)
 
 
 def main() -> None:

@@ -204,7 +204,6 @@ class ArrivalRecorder:
         self._next_base = 0  # first packet number not covered by a sent feedback
         self._last_sent = 0.0
         self._due_alone: float | None = None
-        self._interval = K_FEEDBACK_INTERVAL
         self._max_wait = K_FEEDBACK_MAX_WAIT
         self._sequence = 0
         self.sent = 0
@@ -257,7 +256,6 @@ class ArrivalRecorder:
         hello), within K_FEEDBACK_MIN_INTERVAL..K_FEEDBACK_MAX_WAIT; returns what is used."""
         wait = min(max(float(seconds), K_FEEDBACK_MIN_INTERVAL), K_FEEDBACK_MAX_WAIT)
         self._max_wait = wait
-        self._interval = min(K_FEEDBACK_INTERVAL, wait)
         if self._due_alone is not None and self._pending:
             self._due_alone = min(self._due_alone, max(self._pending[0][1],
                                                        self._last_sent + wait))
@@ -277,8 +275,9 @@ class ArrivalRecorder:
         be sent that it can ride on)."""
         if not self._pending or self._due_alone is None:
             return False
-        return now >= self._due_alone or (with_data and now >= self._last_sent
-                                          + self._interval)
+        # riding on data: K_FEEDBACK_INTERVAL, or sooner if the peer asked for less
+        return now >= self._due_alone or (
+            with_data and now >= self._last_sent + min(K_FEEDBACK_INTERVAL, self._max_wait))
 
     def take(self, now: float, room: int) -> Iterator[bytes]:
         """FEEDBACK datagrams of at most ``room`` bytes reporting every pending arrival."""
