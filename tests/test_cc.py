@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgewire.transport.cc import (
     K_MIN_PACKETS,
@@ -71,11 +73,11 @@ class _Pkt:
         self.sent_bytes = size
 
 
-def test_window_grows_a_packet_per_interval_of_silence_and_resets_on_ack() -> None:
+def test_window_grows_by_a_thinning_trickle_of_silence_and_resets_on_ack() -> None:
     """After a blackout the window is full of lost packets; a trickle beyond it lets the
     first ACK of the restored path through at once instead of after QUIC's backed-off
-    probe timeout."""
-    from edgewire.transport.cc import K_SILENCE_AFTER, K_SILENCE_INTERVAL
+    probe timeout. The trickle thins out (0, 0.1, 0.3, 0.5 s ...) as the silence lasts."""
+    from edgewire.transport.cc import K_SILENCE_AFTER, K_SILENCE_INTERVAL, K_SILENCE_MAX_INTERVAL
 
     cc = _cc(1_000_000)
     cc.on_rtt_measurement(now=0.0, rtt=0.05)
@@ -91,14 +93,42 @@ def test_window_grows_a_packet_per_interval_of_silence_and_resets_on_ack() -> No
     assert cc.congestion_window == base  # not yet
     cc.on_timer(start)
     assert cc.congestion_window == base + MTU
-    cc.on_timer(start + 3 * K_SILENCE_INTERVAL)
-    assert cc.congestion_window == base + 4 * MTU
-    assert cc.get_timer() == pytest.approx(start + 4 * K_SILENCE_INTERVAL)
-    assert cc.silence_packets == 4
-    cc.on_packet_acked(now=start + 0.35, packet=_Pkt(start))  # type: ignore[arg-type]
+    assert cc.get_timer() == pytest.approx(start + K_SILENCE_INTERVAL)
+    cc.on_timer(start + K_SILENCE_INTERVAL)
+    assert cc.congestion_window == base + 2 * MTU
+    assert cc.get_timer() == pytest.approx(start + K_SILENCE_INTERVAL + K_SILENCE_MAX_INTERVAL)
+    cc.on_timer(start + K_SILENCE_INTERVAL + 3 * K_SILENCE_MAX_INTERVAL)  # timers missed
+    assert cc.congestion_window == base + 5 * MTU
+    assert cc.silence_packets == 5
+    cc.on_packet_acked(now=start + 0.75, packet=_Pkt(start))  # type: ignore[arg-type]
     assert cc.congestion_window == base
     cc.bytes_in_flight = 0
     assert cc.get_timer() is None  # nothing in flight: no silence to bridge
+
+
+@given(first=st.floats(0.01, 1.0), cap_factor=st.floats(0.5, 20.0),
+       k=st.integers(1, 300))
+def test_silence_trickle_schedule_doubles_to_its_cap_and_matches_its_inverse(
+        first: float, cap_factor: float, k: int) -> None:
+    """silence_credit is the inverse of silence_grant_time for any interval and cap: the
+    k-th packet is granted exactly at its time, each interval is twice the one before
+    until the cap, then the cap."""
+    import edgewire.transport.cc as ccmod
+
+    cap = first * cap_factor
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ccmod, "K_SILENCE_INTERVAL", first)
+        mp.setattr(ccmod, "K_SILENCE_MAX_INTERVAL", cap)
+        t_k = ccmod.silence_grant_time(k)
+        assert ccmod.silence_credit(t_k) == k
+        nxt = ccmod.silence_grant_time(k + 1)
+        assert ccmod.silence_credit((t_k + nxt) / 2) == k
+        gap = nxt - t_k
+        if k == 1:
+            assert gap == pytest.approx(min(first, cap))
+        else:
+            before = t_k - ccmod.silence_grant_time(k - 1)
+            assert gap == pytest.approx(min(2 * before, cap))
 
 
 def test_an_idle_period_grants_no_window_when_sending_resumes() -> None:

@@ -16,10 +16,14 @@ K_MIN_RTT_WINDOW to K_MIN_RTT_WINDOW x 2 seconds, so a longer path is learned ag
 
 A full window after a blackout would hold the sender until QUIC's probe timeout (which
 backs off to seconds) frees it: the packets in flight were lost with the path. So while no
-ACK has come for K_SILENCE_AFTER beyond the window time, the window grows by one packet
-every K_SILENCE_INTERVAL (:meth:`EdgewireCongestionControl.on_timer`, driven by the
-session's timer): a trickle that costs nothing while the path is dark and is acknowledged
-as soon as it is back, which frees the window at once.
+ACK has come for K_SILENCE_AFTER beyond the window time, the window grows by one packet,
+again K_SILENCE_INTERVAL later, and then at intervals that double up to
+K_SILENCE_MAX_INTERVAL (:meth:`EdgewireCongestionControl.on_timer`, driven by the
+session's timer): a trickle that is acknowledged as soon as the path is back, which frees
+the window at once. Each packet of it that the path does not drop waits in the
+bottleneck queue until the path returns, so the trickle thins out as the silence lasts:
+over a 3 s cellular outage it strands half the packets a steady one a tenth of a second
+apart would, and costs at most K_SILENCE_MAX_INTERVAL of extra wait once the path is back.
 """
 
 from __future__ import annotations
@@ -53,10 +57,41 @@ K_MIN_WINDOW_TIME = 0.1  # seconds
 K_MIN_RTT_WINDOW = 5.0  # seconds
 #: Silence (no ACK) beyond the window time after which the window grows a packet...
 K_SILENCE_AFTER = 0.05  # seconds
-#: ...every this many seconds, until an ACK comes.
-K_SILENCE_INTERVAL = 0.1  # seconds: ten packets a second, ~100 kbit/s into a dark path
+#: ...again this many seconds later, then at intervals doubling...
+K_SILENCE_INTERVAL = 0.1  # seconds
+#: ...up to this one, until an ACK comes.
+K_SILENCE_MAX_INTERVAL = 0.2  # seconds: five packets a second into a dark path
 #: Fewest packets the window allows, so ACK clocking never stalls.
 K_MIN_PACKETS = 4
+
+
+def _doubling_steps() -> int:
+    """Intervals of the trickle shorter than K_SILENCE_MAX_INTERVAL."""
+    if K_SILENCE_MAX_INTERVAL <= K_SILENCE_INTERVAL:
+        return 0
+    return math.ceil(math.log2(K_SILENCE_MAX_INTERVAL / K_SILENCE_INTERVAL) - 1e-12)
+
+
+def silence_grant_time(k: int) -> float:
+    """Seconds after the silence starts at which the trickle grants its k-th packet
+    (k >= 1): the first at once, then K_SILENCE_INTERVAL later, each interval twice the
+    one before up to K_SILENCE_MAX_INTERVAL."""
+    if k <= 1:
+        return 0.0
+    steps = _doubling_steps()
+    if k - 1 <= steps:
+        return K_SILENCE_INTERVAL * (2.0 ** (k - 1) - 1.0)
+    ramp = K_SILENCE_INTERVAL * (2.0 ** steps - 1.0)
+    return ramp + (k - 1 - steps) * K_SILENCE_MAX_INTERVAL
+
+
+def silence_credit(elapsed: float) -> int:
+    """Packets the trickle has granted ``elapsed`` seconds into a silence (>= 1)."""
+    steps = _doubling_steps()
+    ramp = K_SILENCE_INTERVAL * (2.0 ** steps - 1.0)
+    if elapsed + 1e-9 < ramp:
+        return 1 + int(math.log2(max(elapsed, 0.0) / K_SILENCE_INTERVAL + 1.0) + 1e-9)
+    return 1 + steps + int((elapsed - ramp) / K_SILENCE_MAX_INTERVAL + 1e-9)
 
 
 class EdgewireCongestionControl(QuicCongestionControl):
@@ -121,14 +156,14 @@ class EdgewireCongestionControl(QuicCongestionControl):
         start = self._silence_start()
         if start is None:
             return None
-        return start + self._credit * K_SILENCE_INTERVAL
+        return start + silence_grant_time(self._credit + 1)
 
     def on_timer(self, now: float) -> None:
-        """Grow the window by a packet per K_SILENCE_INTERVAL of silence (see above)."""
+        """Grow the window by the packets due after this much silence (see above)."""
         start = self._silence_start()
         if start is None or now < start:
             return
-        credit = 1 + int((now - start) / K_SILENCE_INTERVAL + 1e-9)
+        credit = silence_credit(now - start)
         if credit > self._credit:
             self.silence_packets += credit - self._credit
             self._credit = credit
