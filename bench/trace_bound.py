@@ -1,7 +1,7 @@
 """What a cellular trace allows: a sender that knows the downlink exactly, but late.
 
 ``python bench/trace_bound.py [--delay 0.05] [--window 0.1,0.5] [--seconds 40]
-[--uplink [--report-every 0.025]]``
+[--uplink [--report-every 0.025] [--holds 0.13,1]]``
 
 For each trace of ``edgewire bench bwe`` (Mahimahi format, ../shared/data/traces), this
 replays the downlink's delivery opportunities against a sender that, every millisecond,
@@ -21,9 +21,10 @@ that the goal is not ruled out by the traces themselves.
 uplink (first in, first out) and then half of ``delay``; the sender knows the downlink up
 to the newest report it has, and its packets reach the bottleneck half of ``delay``
 later. While no report comes (the uplink's outages: up to 4 s on ATT, 3.5 s on TMobile)
-the sender either stops once 0.13 s of its rate is beyond what the reports cover, as
-edgewire's congestion window does, or keeps sending blind at its last rate. This is a
-policy, not a bound: a sender may do better than either in a silence by guessing.
+the sender either stops once ``hold`` seconds of its rate are beyond what the reports
+cover (``--holds``; 0.13 s is edgewire's congestion window at this RTT), or keeps sending
+blind at its last rate. These are policies, not bounds: a sender may do better than any
+of them in a silence by guessing.
 """
 
 from __future__ import annotations
@@ -147,7 +148,16 @@ def main() -> None:
     ap.add_argument("--uplink", action="store_true",
                     help="learn the downlink through reports carried by the uplink trace")
     ap.add_argument("--report-every", type=float, default=0.025, help="report interval, s")
+    ap.add_argument("--holds", default="0.13",
+                    help="with --uplink: seconds of rate sent beyond the reports before the "
+                         "sender stops (comma list; 'sends blind' is always added)")
     args = ap.parse_args()
+    try:
+        args.hold_list = [float(h) for h in args.holds.split(",")]
+    except ValueError:
+        ap.error(f"--holds wants seconds, comma-separated: {args.holds!r}")
+    if any(not h > 0 for h in args.hold_list):
+        ap.error("--holds must be positive")
     base = trace_dir()
     if args.uplink:
         uplink_table(base, args)
@@ -178,7 +188,9 @@ def uplink_table(base: Path, args: argparse.Namespace) -> None:
         known = np.where(known >= 0, np.maximum(known - half, 0), -1)
         for window in (float(w) for w in args.window.split(",")):
             for f in (0.7, 0.8, 0.9, 1.0):
-                for label, hold in (("stops after 0.13 s", 0.13), ("sends blind", None)):
+                policies: list[tuple[str, float | None]] = [
+                    (f"stops after {h:g} s", h) for h in args.hold_list]
+                for label, hold in [*policies, ("sends blind", None)]:
                     util, p95 = replay_uplink(opp, known, f, window, hold)
                     print(f"| {stem} | {window} | {f} | {label} | {util:.2f} | {p95:.0f} |")
 
