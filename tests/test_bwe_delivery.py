@@ -199,14 +199,11 @@ def test_scenario_and_run_options_select_the_estimator() -> None:
             "traffic": {"down": {"audio": {"bitrate_kbps": 32}}}}
     assert parse_scenario({**base, "transport": {"estimator": "delivery"}}) \
         .transport.estimator == "delivery"
-    assert parse_scenario(base).transport.estimator == "delivery"  # the default
-    assert parse_scenario({**base, "transport": {"estimator": "gcc"}}) \
-        .transport.estimator == "gcc"
+    assert parse_scenario(base).transport.estimator == "gcc"
     with pytest.raises(ScenarioError, match="unknown bandwidth estimator 'nosuch'"):
         parse_scenario({**base, "transport": {"estimator": "nosuch"}})
-    result = run_scenario(parse_scenario(base), RunOptions(estimator="gcc"))
-    assert result["transport"]["estimator"] == "gcc"
-    assert result["bwe"]["state"]["estimator"] == "gcc"
+    result = run_scenario(parse_scenario(base), RunOptions(estimator="delivery"))
+    assert result["transport"]["estimator"] == "delivery"
     with pytest.raises(ScenarioError, match="registered: delivery, gcc, loss"):
         run_scenario(parse_scenario(base), RunOptions(estimator="nosuch"))
 

@@ -23,7 +23,6 @@ from aioquic.quic.packet_builder import QuicSentPacket
 
 from edgewire.transport import quicstats
 from edgewire.transport.bwe import (
-    DEFAULT_ESTIMATOR,
     BandwidthEstimator,
     BweConfig,
     PacketResult,
@@ -107,7 +106,7 @@ def allocate(target_bps: float, channels: Iterable[ChannelDemand]) -> dict[int, 
 class RateController:
     """Feedback, estimate, probes and shares of one session (sans-I/O)."""
 
-    def __init__(self, quic: QuicConnection, *, estimator: str = DEFAULT_ESTIMATOR,
+    def __init__(self, quic: QuicConnection, *, estimator: str = "gcc",
                  config: BweConfig | None = None) -> None:
         self.quic = quic
         self.recorder = ArrivalRecorder()
