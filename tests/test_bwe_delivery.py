@@ -57,13 +57,14 @@ def test_startup_doubles_the_delivered_rate_until_a_queue_appears() -> None:
     _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
     assert est.state()["startup"] is True
     assert est.target_bps == pytest.approx(2 * 1_000_000, rel=0.05)
-    # the same rate with 40 ms of queue (well above 10 ms + one packet's 9.6 ms): startup
+    # the same rate with 40 ms of queue (well above the 10 ms target; the base was
+    # measured at this rate, so a packet's 9.6 ms transmission is in it already): startup
     # ends and the rate drains below the delivered rate
     _report(est, 20, 0.2, 20, 0.0096, 0.065, now=0.5)
     state = est.state()
     assert state["startup"] is False
     assert state["queue_delay"] == pytest.approx(0.04, abs=1e-6)
-    excess = 0.04 - (0.01 + 0.0096)
+    excess = 0.04 - 0.01
     assert est.target_bps == pytest.approx(1_000_000 * (1 - excess / 0.2), rel=0.05)
     assert state["delay_decreases"] == 1
 
@@ -79,6 +80,23 @@ def test_empty_queue_grows_by_the_gain_and_a_packet_time_is_not_queue() -> None:
     # the rate stays above what is delivered
     _report(est, 20, 0.25, 20, 0.0192, 0.0346, now=0.7)
     assert est.target_bps > 500_000
+
+
+def test_a_packet_time_is_queue_again_once_the_base_is_learned_at_the_slower_rate() -> None:
+    cfg = BweConfig(start_bps=100_000,
+                    delivery=DeliveryConfig(startup_gain=1.0, base_window=1.0))
+    est = DeliveryEstimator(cfg)
+    _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)  # base 25 ms at 1 Mbit/s
+    seq, t = 20, 0.25
+    while t < 3.0:  # 0.5 Mbit/s: 9.6 ms above that base, excused as transmission time
+        _report(est, seq, t, 10, 0.0192, 0.0346, now=t + 0.25)
+        assert est.target_bps > 500_000
+        seq, t = seq + 10, t + 0.25
+    # two base periods later both the base and the fastest rate are the slow path's:
+    # 20 ms more is queue above the 10 ms target, and the rate drains below delivery
+    _report(est, seq, t, 10, 0.0192, 0.0546, now=t + 0.25)
+    assert est.state()["queue_delay"] == pytest.approx(0.02, abs=1e-3)
+    assert est.target_bps < 500_000
 
 
 def test_closed_loop_converges_and_follows_a_step_down_and_up() -> None:
@@ -199,11 +217,14 @@ def test_scenario_and_run_options_select_the_estimator() -> None:
             "traffic": {"down": {"audio": {"bitrate_kbps": 32}}}}
     assert parse_scenario({**base, "transport": {"estimator": "delivery"}}) \
         .transport.estimator == "delivery"
-    assert parse_scenario(base).transport.estimator == "gcc"
+    assert parse_scenario(base).transport.estimator == "delivery"  # the default
+    assert parse_scenario({**base, "transport": {"estimator": "gcc"}}) \
+        .transport.estimator == "gcc"
     with pytest.raises(ScenarioError, match="unknown bandwidth estimator 'nosuch'"):
         parse_scenario({**base, "transport": {"estimator": "nosuch"}})
-    result = run_scenario(parse_scenario(base), RunOptions(estimator="delivery"))
-    assert result["transport"]["estimator"] == "delivery"
+    result = run_scenario(parse_scenario(base), RunOptions(estimator="gcc"))
+    assert result["transport"]["estimator"] == "gcc"
+    assert result["bwe"]["state"]["estimator"] == "gcc"
     with pytest.raises(ScenarioError, match="registered: delivery, gcc, loss"):
         run_scenario(parse_scenario(base), RunOptions(estimator="nosuch"))
 

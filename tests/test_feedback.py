@@ -248,28 +248,49 @@ def test_recorder_reports_at_the_interval_the_peer_asks_for() -> None:
 
     arrive(0, 0.0)
     assert rec.get_timer() == pytest.approx(0.1)
-    # asked for 25 ms: the pending report rides on data from 25 ms; with a single arrival
-    # it is sparse and goes alone only at twice the interval
+    # asked for 25 ms: the pending report is due sooner, riding on data too
     assert rec.set_interval(0.025) == pytest.approx(0.025)
     assert rec.max_wait == pytest.approx(0.025)
-    assert rec.get_timer() == pytest.approx(0.05)
-    assert not rec.due(0.02, with_data=True)
-    assert rec.due(0.025, with_data=True)
-    assert not rec.due(0.04, with_data=False)
-    assert rec.due(0.05, with_data=False)
-    assert _drain(rec, 0.05) == [(0, 0.0)]
-    arrive(1, 0.055)
-    assert rec.get_timer() == pytest.approx(0.1)  # sparse: 50 ms after the last report
-    for pn in (2, 3):
-        arrive(pn, 0.06)
-    assert rec.get_timer() == pytest.approx(0.1)  # three arrivals: still sparse
-    arrive(4, 0.065)
-    # the fourth arrival makes it a report worth sending alone at the interval
-    assert rec.get_timer() == pytest.approx(0.075)
-    arrive(5, 0.07)  # a later arrival does not push it back
-    assert rec.get_timer() == pytest.approx(0.075)
-    assert _drain(rec, 0.075) == [(pn, t) for pn, t in
-                                  [(1, 0.055), (2, 0.06), (3, 0.06), (4, 0.065), (5, 0.07)]]
+    assert rec.get_timer() == pytest.approx(0.025)
+    assert not rec.due(0.02, with_data=False)
+    assert rec.due(0.025, with_data=False)
+    assert _drain(rec, 0.025) == [(0, 0.0)]
+    arrive(1, 0.03)
+    assert rec.get_timer() == pytest.approx(0.05)  # 25 ms after the last report
     # the receiver keeps the wish within 10-100 ms
     assert rec.set_interval(0.0) == pytest.approx(0.01)
     assert rec.set_interval(5.0) == pytest.approx(0.1)
+
+
+def test_recorder_rides_on_data_before_the_asked_interval() -> None:
+    """A side with data of its own (a voice call's 20 ms frames) carries 25 ms reports
+    on it instead of sending one alone between every two frames."""
+    rec = ArrivalRecorder()
+    rec.set_interval(0.025)
+    received: set[int] = set()
+
+    def arrive(pn: int, t: float) -> None:
+        received.add(pn)
+        rec.on_packet(max(received), t, received)
+
+    sent_alone = sent_riding = 0
+    for frame in range(50):  # one packet each way every 20 ms
+        t = frame * 0.02
+        arrive(frame, t + 0.005)
+        timer = rec.get_timer()
+        assert timer is not None
+        if timer < t + 0.02 and rec.due(timer, with_data=False):
+            sent_alone += 1
+            _drain(rec, timer)
+        if rec.due(t + 0.02, with_data=True):
+            sent_riding += 1
+            _drain(rec, t + 0.02)
+    assert sent_alone == 0
+    assert sent_riding == 50
+    # a report rides no sooner than 0.75 x the interval, and goes alone at the interval
+    last = 50 * 0.02
+    arrive(50, last + 0.001)
+    assert not rec.due(last + 0.018, with_data=True)
+    assert rec.due(last + 0.019, with_data=True)
+    assert not rec.due(last + 0.024, with_data=False)
+    assert rec.due(last + 0.025, with_data=False)

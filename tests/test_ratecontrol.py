@@ -71,8 +71,8 @@ def test_constant_bottleneck_high_utilization_low_delay(tmp_path: Path) -> None:
         "link": {"delay_ms": 25, "queue_packets": 100, "rate_kbps": 2000},
         "traffic": {"down": {"audio": {"bitrate_kbps": 32},
                              "embeddings": {"rate_per_s": 400, "dim": 768, "batch": 16}}},
-        "transport": {"cc": "edgewire"},
-    })
+        "transport": {"cc": "edgewire", "estimator": "gcc"},
+    })  # the default estimator's goal runs are in test_bwe_delivery
     r = run_scenario(sc)
     bwe = r["bwe"]
     assert bwe["direction"] == "downlink"
@@ -121,7 +121,8 @@ def test_step_down_and_up_goals() -> None:
 
     table = next(t for t in scenarios(20.0, None) if t["name"].startswith("step"))
     result = run_scenario(parse_scenario({**table, "seed": 1,
-                                          "transport": {"cc": "edgewire"}}))
+                                          "transport": {"cc": "edgewire",
+                                                        "estimator": "gcc"}}))
     fig = _step_figures(result, 20.0)
     assert fig["down_estimate_within_20pct_s"] is not None
     assert fig["down_estimate_within_20pct_s"] <= 2.0
@@ -157,7 +158,23 @@ def test_bench_bwe_schemes_select_controller_and_estimator() -> None:
     assert scheme_transport("edgewire") == {"cc": "edgewire"}
     assert scheme_transport("edgewire-delivery") == {"cc": "edgewire",
                                                      "estimator": "delivery"}
-    assert "edgewire-delivery" in SCHEMES
+    assert scheme_transport("edgewire-gcc") == {"cc": "edgewire", "estimator": "gcc"}
+    assert "edgewire-gcc" in SCHEMES
+    with pytest.raises(ValueError, match="unknown scheme"):
+        scheme_transport("edgewire-nonsense")
+
+
+def test_delivery_is_the_default_estimator_everywhere() -> None:
+    """A session, a netsim scenario without [transport] estimator and the rate controller
+    all pick the same default."""
+    from edgewire.netsim.scenario import parse_scenario
+    from edgewire.transport import SessionConfig
+    from edgewire.transport.bwe import DEFAULT_ESTIMATOR
+
+    assert DEFAULT_ESTIMATOR == "delivery"
+    assert SessionConfig().estimator == DEFAULT_ESTIMATOR
+    sc = parse_scenario({"name": "x", "duration_s": 1, "link": {"rate_kbps": 1000}})
+    assert sc.transport.estimator == DEFAULT_ESTIMATOR
 
 
 def _sent_packet(number: int, at: float) -> object:
@@ -175,7 +192,8 @@ def test_probe_cluster_keeps_packets_that_leave_late() -> None:
     since a cluster short of min_packets gives no result (the step-up regression)."""
     from edgewire.transport.ratecontrol import K_PROBE_GRACE
 
-    rc = RateController(QuicConnection(configuration=QuicConfiguration(is_client=True)))
+    rc = RateController(QuicConnection(configuration=QuicConfiguration(is_client=True)),
+                        estimator="gcc")  # probing is gcc's
     assert rc.probe_padding(0.0, 1166)  # the first initial probe starts
     probe = rc._probe
     assert probe is not None
@@ -188,7 +206,8 @@ def test_probe_cluster_keeps_packets_that_leave_late() -> None:
     clusters = [s.cluster for s in rc.history._sent.values()]
     assert clusters == [probe.cluster] * planned + [None]
     # a cluster whose packets do not leave stops tagging after the grace time
-    rc = RateController(QuicConnection(configuration=QuicConfiguration(is_client=True)))
+    rc = RateController(QuicConnection(configuration=QuicConfiguration(is_client=True)),
+                        estimator="gcc")  # probing is gcc's
     assert rc.probe_padding(0.0, 1166)
     end = rc._probe_until
     rc.on_quic_sent(_sent_packet(0, 0.001))  # type: ignore[arg-type]

@@ -111,12 +111,18 @@ def test_netsim_pcap_round_trip(tmp_path: Path) -> None:
     (flow,) = path["flows"].values()
     lost = up["lost_by_model"] + up["lost_down"] + up["dropped_by_queue"]
     assert lost > 0
-    assert flow["lost_on_path"] == lost
-    # what was still in the link when the run stopped is unresolved, not lost
+    # what was still in the link when the run stopped is unresolved, not lost; so is a
+    # loss after the last packet that arrived: a capture cannot tell it from one in flight
     in_flight = up["packets_offered"] - up["packets_delivered"] - lost
-    assert flow["unresolved_at_end"] == in_flight
+    tail_lost = lost - flow["lost_on_path"]
+    assert 0 <= tail_lost <= flow["unresolved_at_end"]
+    assert flow["unresolved_at_end"] == in_flight + tail_lost
     assert flow["sent"] == up["packets_offered"]
     # netsim reports the mean burst length rounded to 4 decimals
-    assert flow["burst_mean"] == pytest.approx(up["mean_burst_length"], abs=5e-5)
+    if tail_lost == 0:
+        assert flow["burst_mean"] == pytest.approx(up["mean_burst_length"], abs=5e-5)
+    else:  # the tail's losses are one burst more for netsim
+        bursts = round(flow["lost_on_path"] / flow["burst_mean"])
+        assert round(lost / up["mean_burst_length"]) == bursts + 1
     # 15 ms of propagation, 1 ms of jitter, then queueing at 3 Mbit/s
     assert 10.0 < flow["delay_ms"]["min"] < flow["delay_ms"]["p50"] < 40.0

@@ -2,8 +2,8 @@
 
 Every run is a full session in netsim (virtual time, seeded) with the same scenario run
 once per scheme in one invocation: "edgewire" (edgewire's controller with the default
-"gcc" estimator), "edgewire-delivery" (the same controller with the "delivery"
-estimator), and aioquic's "reno" and "cubic". The sender (the server, towards the client) carries
+"delivery" estimator), "edgewire-gcc" (the same controller with the "gcc" estimator),
+and aioquic's "reno" and "cubic". The sender (the server, towards the client) carries
 32 kbit/s audio plus a bulk embeddings transfer that always has data waiting, so the
 congestion controller alone decides how fast it goes. Scenarios (RTT 50 ms, bottleneck
 queue 100 packets): a constant 2 Mbit/s link; a step 2 → 0.5 → 2 Mbit/s; three real
@@ -33,9 +33,9 @@ from edgewire.netsim.scenario import parse_scenario
 
 __all__ = ["SCHEMES", "add_bench_bwe_arguments", "main_bench_bwe", "run_bench_bwe"]
 
-#: "edgewire" is edgewire's controller with the default estimator (gcc);
+#: "edgewire" is edgewire's controller with the default estimator (delivery);
 #: "edgewire-<estimator>" the same controller with another registered estimator.
-SCHEMES = ("edgewire", "edgewire-delivery", "reno", "cubic")
+SCHEMES = ("edgewire", "edgewire-gcc", "reno", "cubic")
 #: Cellular traces (file stem) the benchmark replays, downlink and uplink.
 TRACES = ("Verizon-LTE-short", "ATT-LTE-driving-2016", "TMobile-UMTS-driving")
 #: One-way delay each way (RTT 50 ms) and the bottleneck queue of every scenario.
@@ -266,7 +266,7 @@ def pantheon_chart(scenarios_out: dict[str, Any], path: Path) -> Path:
     cols = min(3, len(names))
     rows_n = -(-len(names) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.6 * rows_n), squeeze=False)
-    colors = {"edgewire": "tab:blue", "edgewire-delivery": "tab:purple",
+    colors = {"edgewire": "tab:blue", "edgewire-gcc": "tab:purple",
               "reno": "tab:orange", "cubic": "tab:green"}
     for ax, name in zip(axes.flat, names, strict=False):
         for scheme, row in scenarios_out[name]["schemes"].items():

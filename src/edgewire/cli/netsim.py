@@ -13,7 +13,7 @@ from edgewire.netsim.bwe_report import plot_timeline
 from edgewire.netsim.multi import seeded_failover
 from edgewire.netsim.run import RunOptions, run_probe, run_scenario
 from edgewire.netsim.scenario import RECOVERY_MODES, load_scenario
-from edgewire.transport.bwe import estimator_names
+from edgewire.transport.bwe import DEFAULT_ESTIMATOR, estimator_names
 
 __all__ = ["ProgressBar", "add_netsim_parsers", "format_links", "parse_seeds", "run_netsim"]
 
@@ -115,7 +115,8 @@ def add_netsim_parsers(sub: Any) -> None:
                         "against the failover goal")
     r.add_argument("--cc", help="congestion controller (edgewire, reno, cubic, ...)")
     r.add_argument("--estimator", choices=estimator_names(),
-                   help="bandwidth estimator (default: the scenario's, else gcc)")
+                   help="bandwidth estimator (default: the scenario's, else "
+                        f"{DEFAULT_ESTIMATOR})")
     r.add_argument("--plot", metavar="DIR",
                    help="write DIR/<scenario>-bwe.png: estimate, capacity and queueing "
                         "delay over time (needs matplotlib)")

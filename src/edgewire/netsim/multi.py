@@ -23,6 +23,7 @@ from edgewire.netsim.run import RunOptions, link_rng
 from edgewire.netsim.scenario import LinkEvent, Scenario, TrafficFlow
 from edgewire.netsim.traffic import AppSession, TrafficApp
 from edgewire.transport import ChannelOpened, MessageReceived, Session, SessionConfig
+from edgewire.transport.bwe import DEFAULT_ESTIMATOR
 from edgewire.transport.qos import ChannelKind
 from edgewire.transport.recovery import RecoveryConfig
 from edgewire.workload.sources import Frame
@@ -148,7 +149,8 @@ def token_integrity(sent: list[tuple[tuple[int, ...], float]],
 
 
 def run_multi_scenario(scenario: Scenario, options: RunOptions, *, seed: int, cc: str,
-                       recovery: str, estimator: str = "gcc", progress: Progress | None = None,
+                       recovery: str, estimator: str = DEFAULT_ESTIMATOR,
+                       progress: Progress | None = None,
                        wall_clock: Callable[[], float] | None = None) -> dict[str, Any]:
     """Run a scenario with ``[[endpoints]]``; the result has the single-endpoint keys
     (``links`` named ``<endpoint>-uplink``...) plus ``paths``, ``switches``, ``tokens``,

@@ -24,7 +24,7 @@ from edgewire.netsim.config import (
     NoLoss,
 )
 from edgewire.netsim.trace import CapacityTrace, load_mahimahi
-from edgewire.transport.bwe import estimator_names
+from edgewire.transport.bwe import DEFAULT_ESTIMATOR, estimator_names
 from edgewire.transport.config import K_MAX_ACK_DELAY, K_MIN_ACK_DELAY
 from edgewire.transport.qos import ChannelKind, QoS, default_qos
 from edgewire.transport.quicstats import congestion_control_names
@@ -157,8 +157,9 @@ class TransportSettings:
 
     cc: str = "edgewire"
     """Congestion controller registered with aioquic."""
-    estimator: str = "gcc"
-    """Bandwidth estimator (``edgewire.transport.bwe`` registry: gcc, delivery, loss)."""
+    estimator: str = DEFAULT_ESTIMATOR
+    """Bandwidth estimator (``edgewire.transport.bwe`` registry: delivery, the default;
+    gcc; loss)."""
     recovery: str = "auto"
     """Loss recovery mode (see RECOVERY_MODES)."""
     max_datagram_size: int = 1200
@@ -502,7 +503,8 @@ class _Parser:
         if cc not in names:
             raise self.error("transport.cc", f"unknown congestion controller {cc!r} "
                                              f"(registered: {', '.join(names)})")
-        estimator = self.typed(table.get("estimator", "gcc"), str, "transport.estimator")
+        estimator = self.typed(table.get("estimator", DEFAULT_ESTIMATOR), str,
+                               "transport.estimator")
         if estimator not in estimator_names():
             raise self.error("transport.estimator",
                              f"unknown bandwidth estimator {estimator!r} "

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from edgewire.errors import LocalProtocolError
-from edgewire.transport.bwe import BweConfig
+from edgewire.transport.bwe import DEFAULT_ESTIMATOR, BweConfig
 from edgewire.transport.recovery import RecoveryConfig
 
 __all__ = ["ALPN", "K_MAX_ACK_DELAY", "K_MIN_ACK_DELAY", "SessionConfig", "quic_configuration"]
@@ -57,10 +57,10 @@ class SessionConfig:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     """Loss recovery of real-time channels: FEC, NACK retransmission, or both, chosen by
     ``recovery.mode`` ("auto" by default; docs/RECOVERY.md)."""
-    estimator: str = "gcc"
-    """Bandwidth estimator (``edgewire.transport.bwe`` registry): "gcc" (delay- and
-    loss-based, with probing), "delivery" (the delivered rate steered by the queueing
-    delay; better on cellular paths, docs/BWE.md) or "loss" (loss-based only)."""
+    estimator: str = DEFAULT_ESTIMATOR
+    """Bandwidth estimator (``edgewire.transport.bwe`` registry): "delivery" (the default:
+    the delivered rate steered by the queueing delay), "gcc" (delay- and loss-based, with
+    probing; docs/BWE.md compares the two) or "loss" (loss-based only)."""
     bwe: BweConfig = field(default_factory=BweConfig)
     """The estimator's parameters (start, minimum and maximum rate among them)."""
     ack_delay: float = K_MAX_ACK_DELAY

@@ -8,9 +8,7 @@ reliable streams alike, which is what lets the estimate govern both.
 
 The receiver (:class:`ArrivalRecorder`) notes the arrival time of each packet and sends
 them back in FEEDBACK datagrams about every 50 ms (riding on outgoing data when it can,
-at most 100 ms apart, sooner after a gap, or at the interval the peer's estimator asks
-for; a report of fewer than K_FEEDBACK_SPARSE_PACKETS arrivals waits up to twice that
-interval for data to ride on). The sender (:class:`SentHistory`) keeps the
+at most 100 ms apart, sooner after a gap). The sender (:class:`SentHistory`) keeps the
 send time and size of each packet it sent and turns a feedback datagram into
 :class:`~edgewire.transport.bwe.PacketResult` rows for the estimator.
 
@@ -73,12 +71,10 @@ K_FEEDBACK_MAX_WAIT = 0.1  # seconds
 K_FEEDBACK_AFTER_GAP = 0.01  # seconds
 #: The shortest interval a peer may ask for (``ArrivalRecorder.set_interval``).
 K_FEEDBACK_MIN_INTERVAL = 0.01  # seconds
-#: A report with fewer arrivals than this says little to the estimator: at an interval
-#: shorter than K_FEEDBACK_MAX_WAIT it waits up to twice the interval (at most
-#: K_FEEDBACK_MAX_WAIT) for a data packet to ride on before it goes alone. A voice call
-#: whose peer asked for 25 ms reports then carries them on its 20 ms frames instead of
-#: sending one datagram of its own between every two frames.
-K_FEEDBACK_SPARSE_PACKETS = 4
+#: Feedback rides on data once this fraction of the interval the peer asked for has
+#: passed (and K_FEEDBACK_INTERVAL at most): a voice call asked for 25 ms reports then
+#: carries them on its 20 ms frames instead of sending one alone between two frames.
+K_FEEDBACK_RIDE = 0.75
 #: Arrivals held for the next feedback; beyond it the oldest are dropped and counted.
 K_MAX_PENDING = 8192
 #: Packet numbers up to the largest received among which a late arrival is looked for:
@@ -251,18 +247,8 @@ class ArrivalRecorder:
             self._pending.pop(0)
             self.dropped += 1
         self._pending.append((pn, now))
-        count = len(self._pending)
         if self._due_alone is None:
-            self._due_alone = self._alone_after(now, count)
-        elif count == K_FEEDBACK_SPARSE_PACKETS:  # no longer sparse: the interval holds
-            self._due_alone = min(self._due_alone, self._alone_after(now, count))
-
-    def _alone_after(self, now: float, count: int) -> float:
-        """When a report of ``count`` arrivals goes out without data to ride on."""
-        wait = self._max_wait
-        if count < K_FEEDBACK_SPARSE_PACKETS:
-            wait = min(2 * wait, max(wait, K_FEEDBACK_MAX_WAIT))
-        return max(now, self._last_sent + wait)
+            self._due_alone = max(now, self._last_sent + self._max_wait)
 
     @property
     def max_wait(self) -> float:
@@ -275,8 +261,8 @@ class ArrivalRecorder:
         wait = min(max(float(seconds), K_FEEDBACK_MIN_INTERVAL), K_FEEDBACK_MAX_WAIT)
         self._max_wait = wait
         if self._due_alone is not None and self._pending:
-            self._due_alone = min(self._due_alone, self._alone_after(
-                self._pending[0][1], len(self._pending)))
+            self._due_alone = min(self._due_alone, max(self._pending[0][1],
+                                                       self._last_sent + wait))
         return wait
 
     def _gap(self, now: float) -> None:
@@ -295,7 +281,8 @@ class ArrivalRecorder:
             return False
         # riding on data: K_FEEDBACK_INTERVAL, or sooner if the peer asked for less
         return now >= self._due_alone or (
-            with_data and now >= self._last_sent + min(K_FEEDBACK_INTERVAL, self._max_wait))
+            with_data and now >= self._last_sent + min(K_FEEDBACK_INTERVAL,
+                                                       K_FEEDBACK_RIDE * self._max_wait))
 
     def take(self, now: float, room: int) -> Iterator[bytes]:
         """FEEDBACK datagrams of at most ``room`` bytes reporting every pending arrival."""

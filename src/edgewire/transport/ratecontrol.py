@@ -23,6 +23,7 @@ from aioquic.quic.packet_builder import QuicSentPacket
 
 from edgewire.transport import quicstats
 from edgewire.transport.bwe import (
+    DEFAULT_ESTIMATOR,
     BandwidthEstimator,
     BweConfig,
     PacketResult,
@@ -106,7 +107,7 @@ def allocate(target_bps: float, channels: Iterable[ChannelDemand]) -> dict[int, 
 class RateController:
     """Feedback, estimate, probes and shares of one session (sans-I/O)."""
 
-    def __init__(self, quic: QuicConnection, *, estimator: str = "gcc",
+    def __init__(self, quic: QuicConnection, *, estimator: str = DEFAULT_ESTIMATOR,
                  config: BweConfig | None = None) -> None:
         self.quic = quic
         self.recorder = ArrivalRecorder()

@@ -1,13 +1,15 @@
 """Bandwidth estimators: sans-I/O, fed with per-packet feedback (``transport.feedback``).
 
-``create_estimator("gcc")`` gives the default, a Google-Congestion-Control-style estimator
-(draft-ietf-rmcat-gcc): a trendline overuse detector driving AIMD, a loss-based controller,
-and bandwidth probing; ``"loss"`` is the loss-based part alone; ``"delivery"`` follows the
-delivered rate, steered by the queueing delay (docs/BWE.md). All take time as ``now`` and
-report deadlines through ``get_timer()``.
+``create_estimator("delivery")`` gives the default (``DEFAULT_ESTIMATOR``), which follows
+the delivered rate, steered by the queueing delay; ``"gcc"`` is a
+Google-Congestion-Control-style estimator (draft-ietf-rmcat-gcc): a trendline overuse
+detector driving AIMD, a loss-based controller, and bandwidth probing; ``"loss"`` is the
+loss-based part alone (docs/BWE.md). All take time as ``now`` and report deadlines through
+``get_timer()``.
 """
 
 from edgewire.transport.bwe.base import (
+    DEFAULT_ESTIMATOR,
     BandwidthEstimator,
     PacketResult,
     ProbeRequest,
@@ -28,6 +30,7 @@ from edgewire.transport.bwe.delivery import DeliveryEstimator
 from edgewire.transport.bwe.gcc import GccEstimator, LossBasedEstimator
 
 __all__ = [
+    "DEFAULT_ESTIMATOR",
     "AimdConfig",
     "BandwidthEstimator",
     "BweConfig",

@@ -51,6 +51,8 @@ class DeliveryEstimator(FeedbackEstimator):
         self._rate = config.start_bps
         self._startup = config.delivery.startup_gain > 1.0
         self._base = WindowedMin(config.delivery.base_window)
+        # the fastest delivered rate (negated) over the same periods as the base delay
+        self._fastest = WindowedMin(config.delivery.base_window)
         self._report_min = math.inf
         self._report_sum = 0.0
         self._report_count = 0
@@ -98,6 +100,17 @@ class DeliveryEstimator(FeedbackEstimator):
             self._base.reset()
         base = self._base.add(low, now)
         self.queue_delay = max(0.0, total / count - base)
+        if self.delivered_bps:  # the previous report's, over the same periods as the base
+            self._fastest.add(-self.delivered_bps, now)
+
+    def _transmission_excess(self, d: float) -> float:
+        """How much longer a packet takes to cross the bottleneck at ``d`` than at the
+        fastest delivered rate of the base delay's periods (seconds)."""
+        fastest = -self._fastest.value
+        now_s = self._packet_bytes * 8 / d
+        if not math.isfinite(fastest) or fastest <= d:
+            return 0.0 if math.isfinite(fastest) else now_s
+        return now_s - self._packet_bytes * 8 / fastest
 
     def _update(self, now: float) -> None:
         cfg = self._config.delivery
@@ -114,9 +127,10 @@ class DeliveryEstimator(FeedbackEstimator):
         self.delivered_bps = d
         if q is not None and d is not None and d > 0:
             # a packet's own transmission at the bottleneck is delay above a base measured
-            # at a faster rate: at 0.5 Mbit/s, 19 ms for 1200 bytes. Counted as queue, it
-            # would keep a sender under the capacity for good
-            target = cfg.queue_target + self._packet_bytes * 8 / d
+            # at a faster rate: at 0.5 Mbit/s, 19 ms for 1200 bytes against 4.8 ms at
+            # 2 Mbit/s. Counted as queue, it would keep a sender under the capacity for
+            # good; once the base is learned at the slower rate it holds that time already
+            target = cfg.queue_target + self._transmission_excess(d)
             if self._startup and q > target:
                 self._startup = False
                 self._startup_ended_at = now
