@@ -105,7 +105,7 @@ class BandwidthEstimator(abc.ABC):
 
 _REGISTRY: dict[str, Callable[[BweConfig], BandwidthEstimator]] = {}
 #: The estimator a session uses unless its configuration names another: "delivery" keeps
-#: the constant-link and step goals of docs/BWE.md as "gcc" does and carries 1.3-2x more
+#: the constant-link and step goals of docs/BWE.md as "gcc" does and carries 1.2-1.9x more
 #: on the cellular traces (bench bwe).
 DEFAULT_ESTIMATOR = "delivery"
 

@@ -51,7 +51,7 @@ class DeliveryEstimator(FeedbackEstimator):
         self._rate = config.start_bps
         self._startup = config.delivery.startup_gain > 1.0
         self._base = WindowedMin(config.delivery.base_window)
-        # the fastest delivered rate (negated) over the same periods as the base delay
+        # the fastest delivered rate (negated), over periods as long as the base delay's
         self._fastest = WindowedMin(config.delivery.base_window)
         self._report_min = math.inf
         self._report_sum = 0.0
@@ -100,17 +100,17 @@ class DeliveryEstimator(FeedbackEstimator):
             self._base.reset()
         base = self._base.add(low, now)
         self.queue_delay = max(0.0, total / count - base)
-        if self.delivered_bps:  # the previous report's, over the same periods as the base
+        if self.delivered_bps:  # the previous report's, noted alongside the base
             self._fastest.add(-self.delivered_bps, now)
 
     def _transmission_excess(self, d: float) -> float:
         """How much longer a packet takes to cross the bottleneck at ``d`` than at the
-        fastest delivered rate of the base delay's periods (seconds)."""
+        fastest delivered rate of the last one to two ``base_window`` periods (seconds)."""
+        bits = self._packet_bytes * 8
         fastest = -self._fastest.value
-        now_s = self._packet_bytes * 8 / d
-        if not math.isfinite(fastest) or fastest <= d:
-            return 0.0 if math.isfinite(fastest) else now_s
-        return now_s - self._packet_bytes * 8 / fastest
+        if not math.isfinite(fastest):  # no rate seen yet: all of it is excused
+            return bits / d
+        return max(0.0, bits / d - bits / fastest)
 
     def _update(self, now: float) -> None:
         cfg = self._config.delivery
