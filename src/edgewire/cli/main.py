@@ -119,6 +119,10 @@ def _bench(args: argparse.Namespace) -> int:
         from edgewire.cli.bench_bwe import main_bench_bwe
 
         return main_bench_bwe(args, progress=_progress)
+    if args.bench == "bound":
+        from edgewire.cli.bench_bound import main_bench_bound
+
+        return main_bench_bound(args, progress=_progress)
     if args.bench == "codecs":
         from edgewire.cli.bench_codecs import main_bench_codecs
 
@@ -240,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_bwe_arguments(bsub.add_parser(
         "bwe", help="congestion control in netsim: edgewire vs reno and cubic "
                     "(throughput, queueing delay, Pantheon chart)"))
+    from edgewire.cli.bench_bound import add_bench_bound_arguments
+
+    add_bench_bound_arguments(bsub.add_parser(
+        "bound", help="an idealised reactive sender on the bwe traces: the utilization "
+                      "any estimator of edgewire's kind could reach at the delay goal"))
     from edgewire.cli.bench_codecs import add_bench_codecs_arguments
 
     add_bench_codecs_arguments(bsub.add_parser(
