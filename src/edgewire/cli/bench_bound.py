@@ -20,6 +20,7 @@ from typing import Any
 from edgewire.cli.bench_bwe import K_QUEUE_PACKETS, K_TRACE_QUEUE_MS, TRACES, _trace_dir
 from edgewire.errors import LocalProtocolError
 from edgewire.netsim.bound import bound_summary, reactive_bound
+from edgewire.netsim.bwe_report import pyplot, save_figure
 from edgewire.netsim.trace import load_mahimahi
 
 __all__ = ["add_bench_bound_arguments", "main_bench_bound", "run_bench_bound"]
@@ -59,9 +60,7 @@ def run_bench_bound(*, traces: Path, names: tuple[str, ...] = TRACES, seconds: f
 def bound_chart(result: dict[str, Any], path: Path) -> Path:
     """Utilisation against p95 queueing delay: the two frontiers per trace, the goal,
     and the measured schemes."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(result["traces"])
     fig, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.8), squeeze=False)
@@ -94,11 +93,7 @@ def bound_chart(result: dict[str, Any], path: Path) -> Path:
     axes.flat[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"idealised reactive sender, {result['lag_ms']:.0f} ms late "
                  f"(goal: p95 <= {goal:.0f} ms, red)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def add_bench_bound_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edgewire.netsim.bwe_report import plot_timeline
+from edgewire.netsim.bwe_report import plot_timeline, pyplot, save_figure
 from edgewire.netsim.run import run_scenario
 from edgewire.netsim.scenario import parse_scenario
 
@@ -258,9 +258,7 @@ def _goals(name: str, rows: dict[str, Any], scheme: str = "edgewire") -> dict[st
 def pantheon_chart(scenarios_out: dict[str, Any], path: Path) -> Path:
     """Throughput against p95 one-way delay, one point per scheme and scenario; the delay
     axis runs right to left, so better is up and to the right (Pantheon's convention)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(scenarios_out)
     cols = min(3, len(names))
@@ -283,11 +281,7 @@ def pantheon_chart(scenarios_out: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:

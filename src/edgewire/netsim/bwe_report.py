@@ -18,7 +18,7 @@ import numpy as np
 from edgewire.netsim.link import Link
 from edgewire.transport import Session
 
-__all__ = ["BweSampler", "plot_timeline"]
+__all__ = ["BweSampler", "plot_timeline", "pyplot", "save_figure"]
 
 #: Interval between two timeline samples, at least (longer runs sample less often so a
 #: timeline never exceeds K_MAX_SAMPLES rows).
@@ -90,9 +90,8 @@ class BweSampler:
         }
 
 
-def plot_timeline(bwe: dict[str, Any], path: Path, *, title: str) -> Path:
-    """Draw one direction's timeline: estimate, capacity and throughput over time above,
-    queueing delay below. Needs matplotlib (the ``plot`` extra)."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend; a clear error without it."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -101,6 +100,22 @@ def plot_timeline(bwe: dict[str, Any], path: Path, *, title: str) -> Path:
         from edgewire.errors import LocalProtocolError
         raise LocalProtocolError(
             "plots need matplotlib: pip install 'edgewire[plot]'") from None
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write (PNG by the suffix, 110 dpi; folders made) and close ``fig``."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
+def plot_timeline(bwe: dict[str, Any], path: Path, *, title: str) -> Path:
+    """Draw one direction's timeline: estimate, capacity and throughput over time above,
+    queueing delay below. Needs matplotlib (the ``plot`` extra)."""
+    plt = pyplot()
     rows = bwe["timeline"]
     t = [r["t"] for r in rows]
 
@@ -122,8 +137,4 @@ def plot_timeline(bwe: dict[str, Any], path: Path, *, title: str) -> Path:
     bottom.set_xlabel("time (s)")
     bottom.legend(loc="upper right")
     bottom.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
