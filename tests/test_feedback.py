@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from aioquic.quic.recovery import QuicPacketNumberWindow
 from hypothesis import given, settings
@@ -75,6 +77,18 @@ def test_padding_is_its_own_type() -> None:
     assert datagram_type(p) == TYPE_PADDING
 
 
+def _arriver(rec: ArrivalRecorder) -> Callable[[int, float], None]:
+    """``arrive(pn, t)``: packet ``pn`` reaches ``rec`` at ``t`` (any order; QUIC's
+    received set and largest packet number kept as a receiver would)."""
+    received: set[int] = set()
+
+    def arrive(pn: int, t: float) -> None:
+        received.add(pn)
+        rec.on_packet(max(received), t, received)
+
+    return arrive
+
+
 def _drain(rec: ArrivalRecorder, now: float, room: int = 1200) -> list[tuple[int, float | None]]:
     out: list[tuple[int, float | None]] = []
     for datagram in rec.take(now, room):
@@ -85,11 +99,7 @@ def _drain(rec: ArrivalRecorder, now: float, room: int = 1200) -> list[tuple[int
 
 def test_recorder_reports_arrivals_gaps_and_late_packets() -> None:
     rec = ArrivalRecorder()
-    received: set[int] = set()
-
-    def arrive(pn: int, t: float) -> None:
-        received.add(pn)
-        rec.on_packet(max(received), t, received)
+    arrive = _arriver(rec)
 
     arrive(0, 0.0)
     arrive(1, 0.01)
@@ -240,11 +250,7 @@ def test_history_is_bounded() -> None:
 
 def test_recorder_reports_at_the_interval_the_peer_asks_for() -> None:
     rec = ArrivalRecorder()
-    received: set[int] = set()
-
-    def arrive(pn: int, t: float) -> None:
-        received.add(pn)
-        rec.on_packet(max(received), t, received)
+    arrive = _arriver(rec)
 
     arrive(0, 0.0)
     assert rec.get_timer() == pytest.approx(0.1)
@@ -267,11 +273,7 @@ def test_recorder_rides_on_data_before_the_asked_interval() -> None:
     on it instead of sending one alone between every two frames."""
     rec = ArrivalRecorder()
     rec.set_interval(0.025)
-    received: set[int] = set()
-
-    def arrive(pn: int, t: float) -> None:
-        received.add(pn)
-        rec.on_packet(max(received), t, received)
+    arrive = _arriver(rec)
 
     sent_alone = sent_riding = 0
     for frame in range(50):  # one packet each way every 20 ms
