@@ -11,6 +11,8 @@ import itertools
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgewire.errors import LocalProtocolError
 from edgewire.transport.bwe import (
@@ -21,6 +23,7 @@ from edgewire.transport.bwe import (
     create_estimator,
     estimator_names,
 )
+from edgewire.transport.bwe.rates import SentLog
 from tests.test_bwe import Bench, Path
 
 
@@ -43,7 +46,10 @@ def test_registered_and_configured() -> None:
     for bad in ({"queue_target": 0.0}, {"gain": -1.0}, {"min_factor": 1.5},
                 {"startup_gain": 0.5}, {"timeout_factor": 0.0},
                 {"drain_horizon": float("nan")}, {"feedback_interval": 0.0},
-                {"feedback_interval": float("inf")}):
+                {"feedback_interval": float("inf")}, {"predict": 1},
+                {"predict_rate_factor": 0.0}, {"predict_rate_factor": 1.5},
+                {"predict_horizon": 0.0}, {"predict_min_queue": -0.001},
+                {"predict_min_queue": float("nan")}):
         with pytest.raises(LocalProtocolError):
             DeliveryConfig(**bad)
     # it asks the peer for a report every feedback_interval; gcc states no wish
@@ -52,7 +58,10 @@ def test_registered_and_configured() -> None:
 
 
 def test_startup_doubles_the_delivered_rate_until_a_queue_appears() -> None:
-    est = DeliveryEstimator(BweConfig(start_bps=300_000))
+    # the law on the measured queue (these hand-made reports stop sending at their last
+    # packet, so a predicted queue would be drained by the time of the report)
+    est = DeliveryEstimator(BweConfig(start_bps=300_000,
+                                      delivery=DeliveryConfig(predict=False)))
     # 1 Mbit/s delivered (1200 B every 9.6 ms) with no queue: startup doubles it
     _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
     assert est.state()["startup"] is True
@@ -84,7 +93,7 @@ def test_empty_queue_grows_by_the_gain_and_a_packet_time_is_not_queue() -> None:
 
 def test_a_packet_time_is_queue_again_once_the_base_is_learned_at_the_slower_rate() -> None:
     cfg = BweConfig(start_bps=100_000,
-                    delivery=DeliveryConfig(startup_gain=1.0, base_window=1.0))
+                    delivery=DeliveryConfig(startup_gain=1.0, base_window=1.0, predict=False))
     est = DeliveryEstimator(cfg)
     _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)  # base 25 ms at 1 Mbit/s
     seq, t = 20, 0.25
@@ -109,8 +118,11 @@ def test_closed_loop_converges_and_follows_a_step_down_and_up() -> None:
     bench.path.capacity_bps = 500_000
     bench.run(10.0)
     # this bottleneck has no window in front of it: the step queues 0.4 s before the
-    # feedback shows it, and draining that at half the new capacity takes a second
-    assert max(bench.targets(6.3, 7.0)) <= 0.7 * 500_000
+    # feedback shows it, and that is drained at half the new capacity; the predicted
+    # queue ends the drain once what was sent since covers it, before the reports show
+    # it gone (0.75 s)
+    assert max(bench.targets(6.3, 6.8)) <= 0.7 * 500_000
+    assert max(s["queue_delay"] for t, _, s in bench.trace if 7.0 <= t <= 10.0) < 0.04
     after = bench.targets(7.5, 10.0)
     assert max(after) <= 1.2 * 500_000
     assert min(after) >= 0.8 * 500_000
@@ -237,3 +249,103 @@ def test_a_receiver_clock_jumping_ahead_is_not_read_as_queue() -> None:
     _report(est, 20, 0.2, 20, 0.0096, 100.025, now=0.5)
     assert est.state()["queue_delay"] == pytest.approx(0.0, abs=1e-9)
     assert est.target_bps >= before
+
+
+def _queued_report(est: DeliveryEstimator, *, extra: int, now: float,
+                   owd: float = 0.065) -> None:
+    """After a 1 Mbit/s report with no queue (base 25 ms), 20 packets sent 9.6 ms apart
+    from 0.2 s that met ``owd - 0.025`` of queue, then ``extra`` more packets at the same
+    pace that the report at ``now`` does not cover yet."""
+    _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
+    rows = []
+    for i in range(20):
+        send = 0.2 + i * 0.0096
+        est.on_sent(size_bytes=1200, now=send)
+        rows.append(PacketResult(20 + i, send, 1200, 50.0 + send + owd))
+    for i in range(extra):
+        est.on_sent(size_bytes=1200, now=0.2 + (20 + i) * 0.0096)
+    est.on_feedback(rows, now=now)
+
+
+def test_the_predicted_queue_counts_what_was_sent_after_the_report() -> None:
+    cfg = BweConfig(start_bps=1_000_000, delivery=DeliveryConfig(startup_gain=1.0))
+    last = 0.2 + 19 * 0.0096
+    # the sender kept sending at the delivered 1 Mbit/s for 12 packets after the last
+    # reported one: the 40 ms queue is drained for the 0.1176 s since, and refilled by
+    # those 14,400 bytes at 0.9 x 1 Mbit/s
+    kept = DeliveryEstimator(cfg)
+    _queued_report(kept, extra=12, now=0.5)
+    state = kept.state()
+    assert state["queue_delay"] == pytest.approx(0.04, abs=1e-6)
+    expect = 0.04 - (0.5 - last) + 12 * 1200 * 8 / (0.9 * 1_000_000)
+    assert state["predicted_queue_delay"] == pytest.approx(expect, abs=1e-6)
+    assert kept.target_bps < 1_000_000  # above the target: drain
+    # a sender that sent nothing since has let the queue drain: no second cut for it
+    quiet = DeliveryEstimator(cfg)
+    _queued_report(quiet, extra=0, now=0.5)
+    assert quiet.state()["predicted_queue_delay"] == 0.0
+    assert quiet.target_bps > 1_000_000
+    # without the prediction both cut for the 40 ms the report saw
+    off = DeliveryEstimator(BweConfig(start_bps=1_000_000, delivery=DeliveryConfig(
+        startup_gain=1.0, predict=False)))
+    _queued_report(off, extra=0, now=0.5)
+    assert off.state()["predicted_queue_delay"] == pytest.approx(0.04, abs=1e-6)
+    assert off.target_bps < 1_000_000
+
+
+def test_the_prediction_credits_at_most_the_horizon_of_drain() -> None:
+    # a 500 ms queue reported 2 s after its packet was sent (an outage in between): only
+    # predict_horizon (0.3 s) of it is taken as drained
+    est = DeliveryEstimator(BweConfig(start_bps=1_000_000))
+    _queued_report(est, extra=0, now=2.4, owd=0.525)
+    assert est.state()["predicted_queue_delay"] == pytest.approx(0.5 - 0.3, abs=1e-6)
+
+
+def test_no_queue_to_predict_from_below_the_minimum() -> None:
+    # 3 ms measured (under predict_min_queue): the delivered rate is the sender's own
+    # then, and the measured queue is taken however much was sent since
+    est = DeliveryEstimator(BweConfig(start_bps=1_000_000))
+    _queued_report(est, extra=30, now=0.5, owd=0.028)
+    state = est.state()
+    assert state["predicted_queue_delay"] == pytest.approx(0.003, abs=1e-6)
+    assert state["predicted_queue_delay"] == state["queue_delay"]
+
+
+def test_sent_log_counts_bytes_after_a_moment_and_stays_bounded() -> None:
+    log = SentLog(window=1.0, max_entries=4)
+    assert log.bytes_after(0.0) == 0
+    for t, size in ((0.0, 100), (0.1, 200), (0.2, 300)):
+        log.add(size, t)
+    assert log.bytes_after(-1.0) == 600
+    assert log.bytes_after(0.1) == 300
+    assert log.bytes_after(0.2) == 0
+    log.add(50, 0.15)  # a clock stepping back is taken at the latest time
+    assert log.bytes_after(0.19) == 350
+    log.add(10, 0.3)
+    assert len(log) == 4  # the 0.0 packet is forgotten: at most 4
+    assert log.bytes_after(-1.0) == 560
+    log.add(1, 5.0)  # everything older than a second before is forgotten
+    assert len(log) == 1
+    assert log.bytes_after(0.0) == 1
+    # a long run: the log holds a window's worth, and still counts right
+    long = SentLog(window=0.1, max_entries=10_000)
+    for i in range(20_000):
+        long.add(1000, i * 0.001)
+    assert len(long) == 101
+    assert long.bytes_after(19.9985) == 1000
+    assert long.bytes_after(19.95) == 49_000
+
+
+@given(st.lists(st.tuples(st.floats(0, 5, allow_nan=False), st.integers(0, 1500)),
+                max_size=60),
+       st.floats(-1, 6, allow_nan=False))
+def test_sent_log_matches_a_plain_sum(sends: list[tuple[float, int]], t: float) -> None:
+    window, cap = 1.0, 16
+    log = SentLog(window=window, max_entries=cap)
+    kept: list[tuple[float, int]] = []
+    for now, size in sends:
+        now = max([now, *(k[0] for k in kept[-1:])])
+        log.add(size, now)
+        kept = [k for k in [*kept, (now, size)] if k[0] >= now - window][-cap:]
+    assert len(log) == len(kept)
+    assert log.bytes_after(t) == sum(size for when, size in kept if when > t)

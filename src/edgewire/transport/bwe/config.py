@@ -346,9 +346,23 @@ class DeliveryConfig:
     startup_gain: float = 2.0
     """Until the first queue above the target, the rate is this multiple of the delivered
     rate (about a doubling per round trip; 1 turns startup off)."""
-    rate_span: float = 0.05
-    """Seconds of the latest arrivals the delivered rate is taken over (two reports at
+    rate_span: float = 0.1
+    """Seconds of the latest arrivals the delivered rate is taken over (four reports at
     ``feedback_interval``)."""
+    predict: bool = True
+    """Steer by the queue predicted for a packet sent now (the latest reported packet's
+    queue, less the time the bottleneck has had to drain it since it was sent, plus what
+    was sent after it at the cautious rate below) instead of the queue the report saw: a
+    report is a round trip old, and the sender knows what it sent since."""
+    predict_rate_factor: float = 0.9
+    """The prediction drains the queue at this fraction of the smaller of the delivered
+    rates over ``rate_span`` and twice it (a cautious forecast of the bottleneck)."""
+    predict_horizon: float = 0.3
+    """At most this many seconds of drain are credited since the reported packet was
+    sent: after an outage the bottleneck did not serve at the old rate all along."""
+    predict_min_queue: float = 0.005
+    """Below this measured queue (s) there is no queue to predict from (the delivered
+    rate is then the sender's own, not the bottleneck's): the measured one is used."""
     base_window: float = 10.0
     """The base one-way delay is the smallest of the last one to two such periods."""
     feedback_interval: float = 0.025
@@ -366,6 +380,12 @@ class DeliveryConfig:
         _require(_finite(self.startup_gain) and 1 <= self.startup_gain <= 8,
                  "delivery.startup_gain must be in [1, 8]")
         _positive("delivery.rate_span", self.rate_span)
+        _require(isinstance(self.predict, bool), "delivery.predict must be a bool")
+        _require(_finite(self.predict_rate_factor) and 0 < self.predict_rate_factor <= 1,
+                 "delivery.predict_rate_factor must be in (0, 1]")
+        _positive("delivery.predict_horizon", self.predict_horizon)
+        _require(_finite(self.predict_min_queue) and self.predict_min_queue >= 0,
+                 "delivery.predict_min_queue must be finite and >= 0")
         _positive("delivery.base_window", self.base_window)
         _require(_finite(self.feedback_interval) and 0.001 <= self.feedback_interval <= 1,
                  "delivery.feedback_interval must be in [0.001, 1] s")

@@ -7,8 +7,16 @@ estimator never waits for a verdict. After every feedback report it takes
 
 * ``d``, the rate the receiver got over the latest ``rate_span`` of arrivals: while a
   queue stands at the bottleneck, that is the bottleneck's capacity now;
-* ``q``, the report's mean one-way delay above the base (the smallest one-way delay of the
-  last one to two ``base_window`` periods): the queue the report's packets met.
+* ``q``, the queue a packet sent now will meet (``predict``): the queue the report's
+  latest-sent packet met (its one-way delay above the base, the smallest one-way delay
+  of the last one to two ``base_window`` periods), less the time the bottleneck has had
+  to drain it since that packet was sent (at most ``predict_horizon``), plus the bytes
+  sent after it at a cautious forecast of the bottleneck's rate
+  (``predict_rate_factor`` x the smaller of the delivered rates over ``rate_span`` and
+  twice that). A report is a round trip old; what was sent since is the sender's own
+  knowledge, so a sender that already cut for a queue does not cut again for it, and
+  one that already sent into a queue does not send more. Below ``predict_min_queue``
+  there is no queue to predict from and the measured one is taken.
 
 and sets the rate to ``d`` x a factor of ``q``: above 1 (up to 1 + ``gain``) while the
 queue is under ``queue_target``, so that the path shows any capacity the sender is not
@@ -35,12 +43,18 @@ from typing import Any
 from edgewire.transport.bwe.base import PacketResult, register_estimator
 from edgewire.transport.bwe.common import FeedbackEstimator
 from edgewire.transport.bwe.config import BweConfig
-from edgewire.transport.bwe.rates import WindowedMin
+from edgewire.transport.bwe.rates import SentLog, WindowedMin
 
-__all__ = ["K_MAX_DELIVERY_OVER_SEND", "DeliveryEstimator"]
+__all__ = ["K_MAX_DELIVERY_OVER_SEND", "K_SENT_LOG_PACKETS", "K_SENT_LOG_WINDOW",
+           "DeliveryEstimator"]
 
 #: The delivered rate taken is at most this multiple of the send rate of the same report.
 K_MAX_DELIVERY_OVER_SEND = 2.0
+#: Seconds of sends the prediction can look back on (a report older than that predicts
+#: from every byte still logged).
+K_SENT_LOG_WINDOW = 2.0
+#: Packets the send log holds at most.
+K_SENT_LOG_PACKETS = 32_768
 
 
 class DeliveryEstimator(FeedbackEstimator):
@@ -54,18 +68,23 @@ class DeliveryEstimator(FeedbackEstimator):
         # the fastest delivered rate (negated), over periods as long as the base delay's
         self._fastest = WindowedMin(config.delivery.base_window)
         self._report_min = math.inf
-        self._report_sum = 0.0
         self._report_count = 0
         self._report_bytes = 0
         self._packet_bytes = 1200.0
         self._send_first = math.inf
         self._send_last = -math.inf
         self._send_last_bytes = 0
+        self._last_owd: float | None = None  # the report's latest-sent packet
+        self._sent_log = SentLog(window=K_SENT_LOG_WINDOW, max_entries=K_SENT_LOG_PACKETS)
         self.sent_bps: float | None = None
         """Send rate of the latest report's received packets (their send times are the
         sender's own): the receiver cannot have got them faster than this."""
         self.queue_delay: float | None = None
-        """Mean queueing delay (s) of the latest report's packets (None before any)."""
+        """Queueing delay (s) the latest report's latest-sent packet met (None before
+        any)."""
+        self.predicted_queue_delay: float | None = None
+        """Queueing delay (s) predicted, at the latest report, for a packet sent then:
+        what the rate is steered by (None before any)."""
         self.delivered_bps: float | None = None
         """Rate delivered over the latest ``rate_span`` of arrivals (None before known)."""
         self._decreases = 0
@@ -73,35 +92,60 @@ class DeliveryEstimator(FeedbackEstimator):
 
     # ------------------------------------------------------------------ hooks
 
+    def on_sent(self, *, size_bytes: int, now: float) -> None:
+        """Count a sent packet, and log it for the queue prediction."""
+        super().on_sent(size_bytes=size_bytes, now=now)
+        self._sent_log.add(size_bytes, now)
+
     def _on_received(self, p: PacketResult, arrival: float) -> None:
         owd = arrival - p.send_time
-        self._report_sum += owd
         self._report_count += 1
         self._report_bytes += p.size_bytes
         if p.send_time < self._send_first:
             self._send_first = p.send_time
         if p.send_time >= self._send_last:
             self._send_last, self._send_last_bytes = p.send_time, p.size_bytes
+            self._last_owd = owd
         if owd < self._report_min:
             self._report_min = owd
 
     def _note_queue_delay(self, now: float) -> None:
-        count, total, low = self._report_count, self._report_sum, self._report_min
-        self._report_count, self._report_sum, self._report_min = 0, 0.0, math.inf
+        count, low = self._report_count, self._report_min
+        self._report_count, self._report_min = 0, math.inf
         size, self._report_bytes = self._report_bytes, 0
         span = self._send_last - self._send_first
         self.sent_bps = (size - self._send_last_bytes) * 8 / span if span > 0 else None
+        last_sent, last_owd = self._send_last, self._last_owd
         self._send_first, self._send_last, self._send_last_bytes = math.inf, -math.inf, 0
-        if not count:
+        self._last_owd = None
+        if not count or last_owd is None:
             return
         self._packet_bytes = size / count
         if low - self._base.value > self._config.trendline.max_arrival_jump:
             # the receiver clock jumped ahead: the old base is on another time line
             self._base.reset()
         base = self._base.add(low, now)
-        self.queue_delay = max(0.0, total / count - base)
+        self.queue_delay = max(0.0, last_owd - base)
+        self.predicted_queue_delay = self._predict(self.queue_delay, last_sent, now)
         if self.delivered_bps:  # the previous report's, noted alongside the base
             self._fastest.add(-self.delivered_bps, now)
+
+    def _predict(self, queue: float, sent_at: float, now: float) -> float:
+        """The queue a packet sent at ``now`` meets, from the ``queue`` met by the packet
+        sent at ``sent_at`` (module docstring)."""
+        cfg = self._config.delivery
+        if not cfg.predict or queue < cfg.predict_min_queue:
+            return queue
+        rates = [r for r in (self._acked.recent_bps(cfg.rate_span),
+                             self._acked.recent_bps(2 * cfg.rate_span)) if r]
+        rate = min(rates) if rates else self._acked.rate_bps()
+        if rate and self.sent_bps is not None:  # the same bound as the delivered rate's
+            rate = min(rate, K_MAX_DELIVERY_OVER_SEND * self.sent_bps)
+        if not rate:
+            return queue
+        drained = min(max(now - sent_at, 0.0), cfg.predict_horizon)
+        after = self._sent_log.bytes_after(sent_at) * 8 / (cfg.predict_rate_factor * rate)
+        return max(0.0, queue - drained + after)
 
     def _transmission_excess(self, d: float) -> float:
         """How much longer a packet takes to cross the bottleneck at ``d`` than at the
@@ -115,7 +159,7 @@ class DeliveryEstimator(FeedbackEstimator):
     def _update(self, now: float) -> None:
         cfg = self._config.delivery
         self._note_queue_delay(now)
-        q = self.queue_delay
+        q = self.predicted_queue_delay
         d = self._acked.recent_bps(cfg.rate_span)
         if d is None:
             d = self._acked.rate_bps()
@@ -179,6 +223,7 @@ class DeliveryEstimator(FeedbackEstimator):
             "delay_based_bps": self._rate,
             "delivered_bps": self.delivered_bps,
             "queue_delay": self.queue_delay,
+            "predicted_queue_delay": self.predicted_queue_delay,
             "startup": self._startup,
             "startup_ended_at": self._startup_ended_at,
             "delay_decreases": self._decreases,

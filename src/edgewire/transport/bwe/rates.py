@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 
-__all__ = ["AckedRate", "SendRate", "WindowedMin"]
+__all__ = ["AckedRate", "SendRate", "SentLog", "WindowedMin"]
 
 
 class WindowedMin:
@@ -161,3 +162,46 @@ class SendRate:
     def last_sent(self) -> float | None:
         """Start of the latest bin with sends (None before the first packet)."""
         return self._bins[-1][0] if self._bins else None
+
+
+class SentLog:
+    """How many bytes the sender sent after a given moment, over the last ``window``
+    seconds of send time and at most ``max_entries`` packets (older ones are forgotten:
+    a moment before the log counts every byte still in it)."""
+
+    def __init__(self, *, window: float, max_entries: int) -> None:
+        self._window = window
+        self._max_entries = max_entries
+        self._times: list[float] = []
+        self._before: list[int] = []  # bytes sent before each packet
+        self._head = 0
+        self._total = 0
+
+    def __len__(self) -> int:
+        return len(self._times) - self._head
+
+    def add(self, size_bytes: int, now: float) -> None:
+        """Log a packet sent at ``now`` (a clock that steps back is taken as the latest
+        entry's time, so the log stays sorted)."""
+        times = self._times
+        if len(times) > self._head and now < times[-1]:
+            now = times[-1]
+        times.append(now)
+        self._before.append(self._total)
+        self._total += size_bytes
+        head = self._head
+        while (len(times) - head > self._max_entries
+               or (head < len(times) and times[head] < now - self._window)):
+            head += 1
+        if head > 1024 and head * 2 > len(times):
+            del times[:head]
+            del self._before[:head]
+            head = 0
+        self._head = head
+
+    def bytes_after(self, t: float) -> int:
+        """Bytes of the logged packets sent strictly after ``t``."""
+        i = bisect.bisect_right(self._times, t, lo=self._head)
+        if i >= len(self._times):
+            return 0
+        return self._total - self._before[i]
