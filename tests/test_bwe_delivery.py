@@ -20,6 +20,7 @@ from edgewire.transport.bwe import (
     DeliveryConfig,
     DeliveryEstimator,
     PacketResult,
+    ProbeConfig,
     create_estimator,
     estimator_names,
 )
@@ -252,10 +253,10 @@ def test_a_receiver_clock_jumping_ahead_is_not_read_as_queue() -> None:
 
 
 def _queued_report(est: DeliveryEstimator, *, extra: int, now: float,
-                   owd: float = 0.065) -> None:
+                   owd: float = 0.065, gap: float = 0.0096) -> None:
     """After a 1 Mbit/s report with no queue (base 25 ms), 20 packets sent 9.6 ms apart
-    from 0.2 s that met ``owd - 0.025`` of queue, then ``extra`` more packets at the same
-    pace that the report at ``now`` does not cover yet."""
+    from 0.2 s that met ``owd - 0.025`` of queue, then ``extra`` more packets ``gap``
+    apart that the report at ``now`` does not cover yet."""
     _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
     rows = []
     for i in range(20):
@@ -263,42 +264,68 @@ def _queued_report(est: DeliveryEstimator, *, extra: int, now: float,
         est.on_sent(size_bytes=1200, now=send)
         rows.append(PacketResult(20 + i, send, 1200, 50.0 + send + owd))
     for i in range(extra):
-        est.on_sent(size_bytes=1200, now=0.2 + (20 + i) * 0.0096)
+        est.on_sent(size_bytes=1200, now=0.2 + 19 * 0.0096 + (i + 1) * gap)
     est.on_feedback(rows, now=now)
 
 
+def _predicting(**delivery: object) -> BweConfig:
+    # a short send history and a low bar, so that these half-second runs count as sending
+    # at the target (an application-limited sender predicts nothing)
+    return BweConfig(start_bps=1_000_000, probe=ProbeConfig(alr_window=0.2, alr_fraction=0.3),
+                     delivery=DeliveryConfig(startup_gain=1.0, **delivery))  # type: ignore[arg-type]
+
+
 def test_the_predicted_queue_counts_what_was_sent_after_the_report() -> None:
-    cfg = BweConfig(start_bps=1_000_000, delivery=DeliveryConfig(startup_gain=1.0))
     last = 0.2 + 19 * 0.0096
     # the sender kept sending at the delivered 1 Mbit/s for 12 packets after the last
     # reported one: the 40 ms queue is drained for the 0.1176 s since, and refilled by
     # those 14,400 bytes at 0.9 x 1 Mbit/s
-    kept = DeliveryEstimator(cfg)
+    kept = DeliveryEstimator(_predicting())
     _queued_report(kept, extra=12, now=0.5)
     state = kept.state()
     assert state["queue_delay"] == pytest.approx(0.04, abs=1e-6)
     expect = 0.04 - (0.5 - last) + 12 * 1200 * 8 / (0.9 * 1_000_000)
     assert state["predicted_queue_delay"] == pytest.approx(expect, abs=1e-6)
     assert kept.target_bps < 1_000_000  # above the target: drain
-    # a sender that sent nothing since has let the queue drain: no second cut for it
-    quiet = DeliveryEstimator(cfg)
-    _queued_report(quiet, extra=0, now=0.5)
-    assert quiet.state()["predicted_queue_delay"] == 0.0
-    assert quiet.target_bps > 1_000_000
-    # without the prediction both cut for the 40 ms the report saw
-    off = DeliveryEstimator(BweConfig(start_bps=1_000_000, delivery=DeliveryConfig(
-        startup_gain=1.0, predict=False)))
-    _queued_report(off, extra=0, now=0.5)
+    # a sender that sent at half the delivered rate since (still at its target by the
+    # test's ALR threshold) has let the queue drain: no second cut for it
+    half = DeliveryEstimator(_predicting())
+    _queued_report(half, extra=6, now=0.5, gap=0.0192)
+    assert half.state()["predicted_queue_delay"] == 0.0
+    assert half.state()["delay_decreases"] == 0
+    # without the prediction the same sender cuts for the 40 ms the report saw
+    off = DeliveryEstimator(_predicting(predict=False))
+    _queued_report(off, extra=6, now=0.5, gap=0.0192)
     assert off.state()["predicted_queue_delay"] == pytest.approx(0.04, abs=1e-6)
-    assert off.target_bps < 1_000_000
+    assert off.state()["delay_decreases"] == 1
 
 
 def test_the_prediction_credits_at_most_the_horizon_of_drain() -> None:
-    # a 500 ms queue reported 2 s after its packet was sent (an outage in between): only
-    # predict_horizon (0.3 s) of it is taken as drained
-    est = DeliveryEstimator(BweConfig(start_bps=1_000_000))
-    _queued_report(est, extra=0, now=2.4, owd=0.525)
-    assert est.state()["predicted_queue_delay"] == pytest.approx(0.5 - 0.3, abs=1e-6)
+    # the report comes 1.1 s after its latest packet was sent (the sender went on at
+    # 1 Mbit/s meanwhile): only predict_horizon (0.3 s) of drain is credited
+    est = DeliveryEstimator(_predicting())
+    _queued_report(est, extra=114, now=0.3824 + 1.1)
+    sent = 114 * 1200 * 8 / (0.9 * 1_000_000)
+    assert est.state()["predicted_queue_delay"] == pytest.approx(0.04 - 0.3 + sent, abs=1e-6)
+
+
+def test_an_application_below_its_rate_predicts_nothing() -> None:
+    # a video-like sender far below its 1.25 Mbit/s target puts a frame of 8 packets out
+    # at once after the report: over the 1 Mbit/s it was delivered at, that would read
+    # as 85 ms of queue, but its delivered rate is its own, not the bottleneck's
+    est = DeliveryEstimator(BweConfig(start_bps=1_000_000, probe=ProbeConfig(alr_window=0.2),
+                                      delivery=DeliveryConfig(startup_gain=1.0)))
+    _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
+    rows = [PacketResult(20 + i, 0.45 + i * 0.001, 1200, 50.0 + 0.45 + i * 0.001 + 0.035)
+            for i in range(3)]
+    for r in rows:
+        est.on_sent(size_bytes=1200, now=r.send_time)
+    for i in range(8):
+        est.on_sent(size_bytes=1200, now=0.49 + i * 0.0001)
+    est.on_feedback(rows, now=0.5)
+    state = est.state()
+    assert state["queue_delay"] == pytest.approx(0.01, abs=1e-6)
+    assert state["predicted_queue_delay"] == state["queue_delay"]
 
 
 def test_no_queue_to_predict_from_below_the_minimum() -> None:

@@ -333,8 +333,8 @@ class DeliveryConfig:
     """The "delivery" estimator: the delivered rate, steered by the queueing delay."""
 
     queue_target: float = 0.01
-    """Mean queueing delay (s) of a feedback report the rate is steered to, beyond one
-    packet's transmission time at the delivered rate."""
+    """Queueing delay (s) the rate is steered to (the queue predicted for a packet sent
+    now, see ``predict``), beyond one packet's transmission time at the delivered rate."""
     gain: float = 0.25
     """With no queue the rate is the delivered rate x (1 + gain), and less as the queue
     nears the target: a sender at the path's capacity keeps about the target queued."""
@@ -353,7 +353,8 @@ class DeliveryConfig:
     """Steer by the queue predicted for a packet sent now (the latest reported packet's
     queue, less the time the bottleneck has had to drain it since it was sent, plus what
     was sent after it at the cautious rate below) instead of the queue the report saw: a
-    report is a round trip old, and the sender knows what it sent since."""
+    report is a round trip old, and the sender knows what it sent since. Not while the
+    application sends below its rate: the delivered rate is its own then."""
     predict_rate_factor: float = 0.9
     """The prediction drains the queue at this fraction of the smaller of the delivered
     rates over ``rate_span`` and twice it (a cautious forecast of the bottleneck)."""

@@ -16,7 +16,9 @@ estimator never waits for a verdict. After every feedback report it takes
   twice that). A report is a round trip old; what was sent since is the sender's own
   knowledge, so a sender that already cut for a queue does not cut again for it, and
   one that already sent into a queue does not send more. Below ``predict_min_queue``
-  there is no queue to predict from and the measured one is taken.
+  there is no queue to predict from, and an application sending below its rate tells
+  nothing of the bottleneck's rate (its frame bursts would read as queue): then the
+  measured queue is taken.
 
 and sets the rate to ``d`` x a factor of ``q``: above 1 (up to 1 + ``gain``) while the
 queue is under ``queue_target``, so that the path shows any capacity the sender is not
@@ -135,6 +137,10 @@ class DeliveryEstimator(FeedbackEstimator):
         sent at ``sent_at`` (module docstring)."""
         cfg = self._config.delivery
         if not cfg.predict or queue < cfg.predict_min_queue:
+            return queue
+        if not self._sending_at_target(now):
+            # an application below its rate: the delivered rate is its own, not the
+            # bottleneck's, and its bursts (a video frame) would read as queue
             return queue
         rates = [r for r in (self._acked.recent_bps(cfg.rate_span),
                              self._acked.recent_bps(2 * cfg.rate_span)) if r]
