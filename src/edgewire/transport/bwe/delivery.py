@@ -111,7 +111,7 @@ class DeliveryEstimator(FeedbackEstimator):
         if owd < self._report_min:
             self._report_min = owd
 
-    def _note_queue_delay(self, now: float) -> None:
+    def _note_queue_delay(self, now: float, recent_bps: float | None) -> None:
         count, low = self._report_count, self._report_min
         self._report_count, self._report_min = 0, math.inf
         size, self._report_bytes = self._report_bytes, 0
@@ -128,13 +128,16 @@ class DeliveryEstimator(FeedbackEstimator):
             self._base.reset()
         base = self._base.add(low, now)
         self.queue_delay = max(0.0, last_owd - base)
-        self.predicted_queue_delay = self._predict(self.queue_delay, last_sent, now)
+        self.predicted_queue_delay = self._predict(self.queue_delay, last_sent, now,
+                                                   recent_bps)
         if self.delivered_bps:  # the previous report's, noted alongside the base
             self._fastest.add(-self.delivered_bps, now)
 
-    def _predict(self, queue: float, sent_at: float, now: float) -> float:
+    def _predict(self, queue: float, sent_at: float, now: float,
+                 recent_bps: float | None) -> float:
         """The queue a packet sent at ``now`` meets, from the ``queue`` met by the packet
-        sent at ``sent_at`` (module docstring)."""
+        sent at ``sent_at`` (module docstring); ``recent_bps`` is the delivered rate over
+        ``rate_span``."""
         cfg = self._config.delivery
         if not cfg.predict or queue < cfg.predict_min_queue:
             return queue
@@ -142,8 +145,7 @@ class DeliveryEstimator(FeedbackEstimator):
             # an application below its rate: the delivered rate is its own, not the
             # bottleneck's, and its bursts (a video frame) would read as queue
             return queue
-        rates = [r for r in (self._acked.recent_bps(cfg.rate_span),
-                             self._acked.recent_bps(2 * cfg.rate_span)) if r]
+        rates = [r for r in (recent_bps, self._acked.recent_bps(2 * cfg.rate_span)) if r]
         rate = min(rates) if rates else self._acked.rate_bps()
         if rate and self.sent_bps is not None:  # the same bound as the delivered rate's
             rate = min(rate, K_MAX_DELIVERY_OVER_SEND * self.sent_bps)
@@ -164,9 +166,9 @@ class DeliveryEstimator(FeedbackEstimator):
 
     def _update(self, now: float) -> None:
         cfg = self._config.delivery
-        self._note_queue_delay(now)
-        q = self.predicted_queue_delay
         d = self._acked.recent_bps(cfg.rate_span)
+        self._note_queue_delay(now, d)
+        q = self.predicted_queue_delay
         if d is None:
             d = self._acked.rate_bps()
         if d is not None and self.sent_bps is not None:
