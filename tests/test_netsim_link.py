@@ -828,6 +828,57 @@ def test_reconfigure_new_loss_model_resets_state() -> None:
     assert fates[-3:] == [True, True, False]
 
 
+def test_trace_started_later_matches_the_trace_joined_late() -> None:
+    # (1, 1, 3, 5) with period 5, read from 2 ms in: 1 -> 4 ... 3 -> 1, 5 -> 3
+    late = SMALL_TRACE.starting_at(2)
+    assert late.times_ms == (1, 3, 4, 4)
+    assert late.period_ms == 5
+    assert late.name == "small@2ms"
+    assert SMALL_TRACE.starting_at(0) is SMALL_TRACE
+    assert SMALL_TRACE.starting_at(5) is SMALL_TRACE
+    assert SMALL_TRACE.starting_at(7).times_ms == late.times_ms
+    for bad in (-1, 1.5, True):
+        with pytest.raises(LocalProtocolError, match="integer >= 0"):
+            SMALL_TRACE.starting_at(bad)  # type: ignore[arg-type]
+    # a saturated link on the late trace delivers when the original's opportunities come
+    # 2 ms later: the same instants, shifted
+    link = trace_link(late, queue_packets=100)
+    for i in range(8):
+        link.send(seq_payload(i, 1500), now=0.0)
+    got = [d.time for d in drain(link)]
+    want = [t - 0.002 for t in (SMALL_TRACE.opportunity_time(i) for i in range(2, 12))
+            if t >= 0.002][:8]
+    assert got == pytest.approx(want, abs=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(times=st.lists(st.integers(0, 200), min_size=1, max_size=40),
+       extra=st.integers(0, 50), start=st.integers(0, 1000))
+def test_trace_start_keeps_every_opportunity(times: list[int], extra: int,
+                                             start: int) -> None:
+    times = sorted(times)
+    period = max(times[-1] + extra, 1)
+    tr = CapacityTrace(name="p", times_ms=tuple(times), period_ms=period)
+    late = tr.starting_at(start)
+    assert late.period_ms == period
+    assert late.mean_rate_bps == tr.mean_rate_bps
+    assert list(late.times_ms) == sorted(late.times_ms)
+    assert all(0 <= t <= period for t in late.times_ms)
+    # started again from where it came from, it is the original (an opportunity at the
+    # period's end comes back at its start: the same instant of the repeated trace)
+    s = start % period
+    back = late.starting_at(period - s)
+    assert list(back.times_ms) == (times if s == 0
+                                   else sorted(0 if t == period else t for t in times))
+    # the late trace's instants are the original's from the start on, moved back by it;
+    # once past its first period, any period of it holds every opportunity once
+    for t0 in (0.0, 0.0033, period / 2000 + 0.0004):
+        p0 = t0 + period / 1000
+        assert late.opportunities_between(p0, p0 + period / 1000) == len(times)
+        assert (late.opportunities_between(t0, t0 + 0.0105)
+                == tr.opportunities_between(t0 + s / 1000, t0 + s / 1000 + 0.0105))
+
+
 def test_reconfigure_to_new_trace_starts_it_from_the_beginning() -> None:
     other = CapacityTrace(name="other", times_ms=(2, 4), period_ms=4)
     link = Link(LinkConfig(trace=SMALL_TRACE), rng=random.Random(1))

@@ -194,6 +194,7 @@ LINK_CASES: dict[str, tuple[str, Any]] = {
     "reorder": ("true", True),
     "rate_kbps": ("1500", 1500.0),
     "trace": (None, None),  # tested separately: needs a file
+    "trace_start_ms": (None, None),  # tested separately: needs a trace
     "queue_packets": ("50", 50),
     "queue_bytes": ("30000", 30_000),
     "queue_ms": ("40", 40.0),
@@ -224,6 +225,55 @@ def test_each_link_key_accepted(tmp_path: Path, key: str, table: str) -> None:
             assert getattr(cfg, key) == expected
         else:
             assert getattr(cfg, key) == getattr(LinkConfig(), key)
+
+
+def test_trace_start_reads_the_trace_from_there(tmp_path: Path, small_trace: Path) -> None:
+    # small.trace: opportunities at 1, 1, 5, 10 ms, period 10 ms
+    sc = load(tmp_path, f'[downlink]\ntrace = "{small_trace.as_posix()}"\n'
+                        f"trace_start_ms = 3\n")
+    assert sc.downlink.trace is not None
+    assert sc.downlink.trace.times_ms == (2, 7, 8, 8)
+    assert sc.downlink.trace.period_ms == 10
+    assert sc.downlink.trace.name == "small.trace@3ms"
+    # a start beyond the period wraps; a start of a whole period is the trace itself
+    sc = load(tmp_path, f'[link]\ntrace = "{small_trace.as_posix()}"\ntrace_start_ms = 23\n')
+    assert sc.uplink.trace is not None
+    assert sc.uplink.trace.times_ms == (2, 7, 8, 8)
+    sc = load(tmp_path, f'[link]\ntrace = "{small_trace.as_posix()}"\ntrace_start_ms = 10\n')
+    assert sc.uplink.trace is not None
+    assert sc.uplink.trace.times_ms == (1, 1, 5, 10)
+
+
+def test_trace_start_rejections(tmp_path: Path, small_trace: Path) -> None:
+    with pytest.raises(ScenarioError, match="needs a trace"):
+        load(tmp_path, "[link]\nrate_kbps = 100\ntrace_start_ms = 5\n")
+    with pytest.raises(ScenarioError, match=">= 0"):
+        load(tmp_path, f'[link]\ntrace = "{small_trace.as_posix()}"\ntrace_start_ms = -1\n')
+    with pytest.raises(ScenarioError, match="expected an integer"):
+        load(tmp_path, f'[link]\ntrace = "{small_trace.as_posix()}"\ntrace_start_ms = 2.5\n')
+
+
+def test_trace_start_in_events(tmp_path: Path, small_trace: Path) -> None:
+    tr = small_trace.as_posix()
+    sc = load(tmp_path, f'[downlink]\ntrace = "{tr}"\ntrace_start_ms = 3\n'
+                        "[[events]]\nat_s = 1\ndownlink = { loss = { model = \"none\" } }\n"
+                        "[[events]]\nat_s = 2\ndownlink = { trace_start_ms = 5 }\n"
+                        f'[[events]]\nat_s = 3\ndownlink = {{ trace = "{tr}" }}\n'
+                        "[[events]]\nat_s = 4\ndownlink = { rate_kbps = 300 }\n")
+    first = sc.link_at("downlink", 0.5).trace
+    # an event that leaves the trace alone keeps the same trace object: the link does
+    # not restart it
+    assert sc.link_at("downlink", 1.5).trace is first
+    moved = sc.link_at("downlink", 2.5).trace
+    assert moved is not None
+    assert moved.times_ms == (0, 5, 6, 6)
+    # a trace given again without a start starts at its beginning
+    again = sc.link_at("downlink", 3.5).trace
+    assert again is not None
+    assert again.times_ms == (1, 1, 5, 10)
+    later = sc.link_at("downlink", 4.5)
+    assert later.trace is None
+    assert later.rate_kbps == 300
 
 
 @pytest.mark.parametrize("dist", JITTER_DISTRIBUTIONS)

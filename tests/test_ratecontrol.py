@@ -151,6 +151,62 @@ def test_bench_bwe_refuses_options_that_select_nothing(
     assert "edgewire-<estimator> (delivery, gcc, loss)" in capsys.readouterr().out
 
 
+def test_bench_bwe_refuses_bad_windows(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from edgewire.cli.bench_bwe import add_bench_bwe_arguments, main_bench_bwe
+
+    parser = argparse.ArgumentParser()
+    add_bench_bwe_arguments(parser)
+    assert main_bench_bwe(parser.parse_args(["--windows", "0,ten"])) == 2
+    assert "--windows wants seconds" in capsys.readouterr().out
+    for bad in ("-5", "0,nan", ","):
+        assert main_bench_bwe(parser.parse_args(["--windows", bad])) == 2
+        assert "trace starts must be seconds >= 0" in capsys.readouterr().out
+
+
+def test_bench_bwe_windows_start_each_trace_later(tmp_path: Path) -> None:
+    from edgewire.cli.bench_bwe import TRACES, scenarios
+    from edgewire.netsim.scenario import parse_scenario
+
+    traces = [t for t in scenarios(5, tmp_path, (0, 20.5)) if t["name"].startswith("trace")]
+    assert [t["name"] for t in traces] == [
+        n for stem in TRACES for n in (f"trace-{stem}", f"trace-{stem}@20.5s")]
+    late = traces[1]
+    assert late["uplink"]["trace_start_ms"] == late["downlink"]["trace_start_ms"] == 20_500
+    assert traces[0]["downlink"]["trace_start_ms"] == 0
+    # the tables are scenarios netsim takes: a real trace file read from 20.5 s in
+    small = tmp_path / f"{TRACES[0]}.down"
+    small.write_text("1000\n30000\n40000\n", encoding="ascii")
+    (tmp_path / f"{TRACES[0]}.up").write_bytes(small.read_bytes())
+    sc = parse_scenario({**late, "seed": 1})
+    assert sc.downlink.trace is not None
+    assert sc.downlink.trace.times_ms == (9500, 19500, 20500)
+
+
+def test_bench_bwe_window_summary_counts_runs_where_every_goal_holds() -> None:
+    from edgewire.cli.bench_bwe import TRACES, trace_windows
+
+    def run(util: float, qd: float, ok: bool) -> dict[str, object]:
+        row = {"utilization": util, "queue_delay_p95_ms": qd}
+        return {"schemes": {"edgewire": row, "reno": row},
+                "goals": {"edgewire": {"utilization>=0.70": ok, "queue_p95<=100ms": True}}}
+
+    stem = TRACES[1]
+    out = {f"trace-{stem}": run(0.8, 90.0, True),
+           f"trace-{stem}@20s": run(0.6, 120.0, False),
+           f"trace-{stem}@40s": run(0.7, 80.0, True),
+           "constant-2mbps": run(0.9, 20.0, False)}
+    summary = trace_windows(out, (0, 20, 40))
+    assert summary["starts_s"] == [0, 20, 40]
+    w = summary["schemes"]["edgewire"][stem]
+    assert (w["runs"], w["all_goals_met"]) == (3, 2)
+    assert w["met"] == [f"trace-{stem}", f"trace-{stem}@40s"]
+    assert w["utilization_mean"] == pytest.approx(0.7)
+    assert w["queue_delay_p95_ms_median"] == 90.0
+    assert set(summary["schemes"]["edgewire"]) == {stem}  # no runs of the other traces
+
+
 def test_bench_bwe_schemes_select_controller_and_estimator() -> None:
     from edgewire.cli.bench_bwe import SCHEMES, scheme_transport
 

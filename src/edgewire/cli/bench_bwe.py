@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,15 @@ def _bulk_down(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return down
 
 
-def scenarios(seconds: float, traces: Path | None) -> list[dict[str, Any]]:
-    """The scenario tables (TOML shape) of the benchmark."""
+def trace_scenario_name(stem: str, start_s: float) -> str:
+    """Name of the trace scenario of ``stem`` started ``start_s`` seconds in."""
+    return f"trace-{stem}" if start_s == 0 else f"trace-{stem}@{start_s:g}s"
+
+
+def scenarios(seconds: float, traces: Path | None,
+              starts: tuple[float, ...] = (0.0,)) -> list[dict[str, Any]]:
+    """The scenario tables (TOML shape) of the benchmark; each trace is run once per
+    start in ``starts`` (seconds into the trace, both directions; the trace wraps)."""
     link = {"delay_ms": K_DELAY_MS, "queue_packets": K_QUEUE_PACKETS}
     out: list[dict[str, Any]] = [
         {"name": "constant-2mbps", "duration_s": seconds,
@@ -88,10 +96,14 @@ def scenarios(seconds: float, traces: Path | None) -> list[dict[str, Any]]:
     ]
     if traces is not None:
         for stem in TRACES:
-            out.append({"name": f"trace-{stem}", "duration_s": 2 * seconds,
-                        "uplink": {**link, "trace": str(traces / f"{stem}.up")},
-                        "downlink": {**link, "trace": str(traces / f"{stem}.down")},
-                        "traffic": {"down": _bulk_down()}})
+            for start in starts:
+                at = {"trace_start_ms": round(start * 1000)}
+                out.append({"name": trace_scenario_name(stem, start),
+                            "duration_s": 2 * seconds,
+                            "uplink": {**link, "trace": str(traces / f"{stem}.up"), **at},
+                            "downlink": {**link, "trace": str(traces / f"{stem}.down"),
+                                         **at},
+                            "traffic": {"down": _bulk_down()}})
     out.append({"name": "competition-2mbps", "duration_s": seconds,
                 "link": {**link, "rate_kbps": 2000},
                 "traffic": {"down": _bulk_down({
@@ -175,13 +187,17 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
 
 def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
                   schemes: tuple[str, ...] = SCHEMES, only: tuple[str, ...] = (),
-                  plot_dir: Path | None = None,
+                  plot_dir: Path | None = None, starts: tuple[float, ...] = (0.0,),
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Every scenario x scheme; one JSON-ready dict (see the module docstring)."""
+    """Every scenario x scheme; one JSON-ready dict (see the module docstring).
+    ``starts``: seconds into each trace its runs start at (one run per start)."""
+    if not starts or any(not (math.isfinite(x) and x >= 0) for x in starts):
+        raise ValueError(f"trace starts must be seconds >= 0, got {starts!r}")
+    starts = tuple(dict.fromkeys(starts))  # in order, once each
     traces = _trace_dir()
     out: dict[str, Any] = {}
     plots: list[str] = []
-    tables = [t for t in scenarios(seconds, traces)
+    tables = [t for t in scenarios(seconds, traces, starts)
               if not only or any(o in t["name"] for o in only)]
     if not tables:
         known = ", ".join(t["name"] for t in scenarios(seconds, traces))
@@ -203,7 +219,7 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
                     result["channels"]["down"]["tokens"]["latency_ms"]["p95"])
                 row["video"] = result["channels"]["down"]["video"].get("ladder")
             rows[scheme] = row
-            if plot_dir is not None and scheme.startswith("edgewire"):
+            if plot_dir is not None and scheme.startswith("edgewire") and "@" not in name:
                 suffix = scheme.removeprefix("edgewire")
                 plots.append(str(plot_timeline(
                     result["bwe"], plot_dir / f"bwe-{name}{suffix}.png",
@@ -218,10 +234,89 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
     }
     if traces is None:
         report["skipped"] = "cellular traces not found (../shared/data/traces)"
+    elif len(starts) > 1:
+        report["trace_windows"] = trace_windows(out, starts)
     if plot_dir is not None:
-        plots.insert(0, str(pantheon_chart(out, plot_dir / "bwe-pantheon.png")))
+        first = {n: v for n, v in out.items() if "@" not in n}
+        if first:
+            plots.insert(0, str(pantheon_chart(first, plot_dir / "bwe-pantheon.png")))
+        if "trace_windows" in report:
+            plots.append(str(windows_chart(out, plot_dir / "bwe-windows.png")))
         report["plots"] = plots
     return report
+
+
+def _window_runs(out: dict[str, Any], stem: str) -> list[tuple[str, dict[str, Any]]]:
+    prefix = trace_scenario_name(stem, 0)
+    return [(n, v) for n, v in out.items() if n == prefix or n.startswith(prefix + "@")]
+
+
+def trace_windows(out: dict[str, Any], starts: tuple[float, ...]) -> dict[str, Any]:
+    """Per edgewire scheme and trace: on how many of the runs (one per start) every goal
+    of the scenario holds, which, and the mean utilization and median p95 queueing delay
+    over them. A trace's 40 s is one sample of it: a small change to timing moves one
+    run's p95 by tens of ms, so goals are judged over several."""
+    summary: dict[str, Any] = {"starts_s": list(starts), "schemes": {}}
+    schemes = sorted({s for v in out.values() for s in v["goals"]})
+    for scheme in schemes:
+        per: dict[str, Any] = {}
+        for stem in TRACES:
+            runs = [(n, v) for n, v in _window_runs(out, stem) if scheme in v["goals"]]
+            if not runs:
+                continue
+            met = [n for n, v in runs if all(v["goals"][scheme].values())]
+            rows = [v["schemes"][scheme] for _, v in runs]
+            qds = [r["queue_delay_p95_ms"] for r in rows if r["queue_delay_p95_ms"] is not None]
+            per[stem] = {
+                "runs": len(runs), "all_goals_met": len(met), "met": met,
+                "utilization_mean": round(float(np.mean([r["utilization"] or 0
+                                                         for r in rows])), 4),
+                "queue_delay_p95_ms_median": (round(float(np.median(qds)), 1)
+                                              if qds else None),
+            }
+        summary["schemes"][scheme] = per
+    return summary
+
+
+def windows_chart(out: dict[str, Any], path: Path) -> Path:
+    """Utilization against p95 queueing delay, one point per scheme and trace start, one
+    panel per trace, with the goal's corner (utilization >= 0.7, p95 <= 100 ms) shaded."""
+    plt = pyplot()
+    from matplotlib import ticker
+
+    fig, axes = plt.subplots(1, len(TRACES), figsize=(4.6 * len(TRACES), 4.0), squeeze=False)
+    colors = {"edgewire": "tab:blue", "edgewire-gcc": "tab:purple",
+              "reno": "tab:orange", "cubic": "tab:green"}
+    for ax, stem in zip(axes.flat, TRACES, strict=False):
+        seen: set[str] = set()
+        for name, v in _window_runs(out, stem):
+            start = name.partition("@")[2].removesuffix("s") or "0"
+            for scheme, row in v["schemes"].items():
+                qd = row["queue_delay_p95_ms"]
+                if qd is None:
+                    continue
+                ax.scatter([qd], [row["utilization"] or 0], color=colors.get(scheme, "k"),
+                           s=36, label=None if scheme in seen else scheme)
+                seen.add(scheme)
+                ax.annotate(start, (qd, row["utilization"] or 0), fontsize=7,
+                            textcoords="offset points", xytext=(4, 3))
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        x0 = min(ax.get_xlim()[0], K_TRACE_QUEUE_MS / 2)
+        y1 = max(ax.get_ylim()[1], 1.0)
+        ax.fill_between([x0, K_TRACE_QUEUE_MS], K_TRACE_UTILIZATION, y1,
+                        color="tab:green", alpha=0.08, lw=0)
+        ax.set_xlim(left=x0)
+        ax.set_ylim(top=y1)
+        ax.axvline(K_TRACE_QUEUE_MS, color="grey", ls="--", lw=0.8)
+        ax.axhline(K_TRACE_UTILIZATION, color="grey", ls="--", lw=0.8)
+        ax.set_title(f"{stem} (labels: start, s)", fontsize=9)
+        ax.set_xlabel("p95 queueing delay (ms, log)")
+        ax.set_ylabel("utilization")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path)
 
 
 def _goals(name: str, rows: dict[str, Any], scheme: str = "edgewire") -> dict[str, Any]:
@@ -296,6 +391,10 @@ def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{','.join(SCHEMES)})")
     parser.add_argument("--only", default="",
                         help="comma-separated substrings of scenario names to run")
+    parser.add_argument("--windows", default="0", metavar="S,S,...",
+                        help="seconds into each cellular trace its runs start at, one run "
+                             "per start (the trace wraps around); with more than one, a "
+                             "summary says on how many runs every goal holds (default 0)")
     parser.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
     parser.add_argument("--json", action="store_true")
 
@@ -315,9 +414,14 @@ def main_bench_bwe(args: argparse.Namespace, *,
             return 2
     only = tuple(o.strip() for o in args.only.split(",") if o.strip())
     try:
+        starts = tuple(float(x) for x in args.windows.split(",") if x.strip())
+    except ValueError:
+        print(f"edgewire: error: --windows wants seconds, comma-separated: {args.windows!r}")
+        return 2
+    try:
         result = run_bench_bwe(seconds=args.seconds, seed=args.seed, schemes=schemes,
                                only=only, plot_dir=Path(args.plot) if args.plot else None,
-                               progress=progress)
+                               starts=starts, progress=progress)
     except ValueError as exc:
         print(f"edgewire: error: {exc}")
         return 2
@@ -340,6 +444,11 @@ def main_bench_bwe(args: argparse.Namespace, *,
             if goals:
                 print(f"  {scheme} goals: " + ", ".join(f"{k} {'ok' if v else 'NOT MET'}"
                                                         for k, v in goals.items()))
+    for scheme, per in result.get("trace_windows", {}).get("schemes", {}).items():
+        for stem, w in per.items():
+            print(f"{scheme}: every goal met on {w['all_goals_met']} of {w['runs']} runs of "
+                  f"{stem} (mean utilization {w['utilization_mean']:.2f}, median p95 "
+                  f"queueing delay {w['queue_delay_p95_ms_median']} ms)")
     for p in result.get("plots", []):
         print(f"plot: {p}")
     if result.get("skipped"):

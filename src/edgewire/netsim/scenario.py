@@ -63,6 +63,7 @@ _LINK_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "reorder": (bool, "true lets jitter reorder packets"),
     "rate_kbps": ((int, float), "bottleneck rate in kbit/s"),
     "trace": (str, "Mahimahi trace file, relative to the scenario file"),
+    "trace_start_ms": (int, "start the trace this many ms into it (it wraps around)"),
     "queue_packets": (int, "drop-tail limit in packets"),
     "queue_bytes": (int, "drop-tail limit in bytes"),
     "queue_ms": ((int, float), "drop-tail limit in ms of waiting"),
@@ -249,6 +250,7 @@ class _Parser:
         self.source = source
         self.base_dir = base_dir
         self._traces: dict[Path, CapacityTrace] = {}
+        self._started: dict[tuple[CapacityTrace, int], CapacityTrace] = {}
 
     def error(self, key: str, reason: str) -> ScenarioError:
         return ScenarioError(self.source, key, reason)
@@ -297,15 +299,23 @@ class _Parser:
             if any(k in over for k in group):
                 for k in group:
                     merged.pop(k, None)
+        if "rate_kbps" in over or ("trace" in over and "trace_start_ms" not in over):
+            # a rate has no trace to start into; a new trace starts at its beginning
+            merged.pop("trace_start_ms", None)
         merged.update(over)
         return merged
 
     def build_link(self, raw: dict[str, Any], where: str) -> LinkConfig:
-        kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k not in ("loss", "trace")}
+        kwargs: dict[str, Any] = {k: v for k, v in raw.items()
+                                  if k not in ("loss", "trace", "trace_start_ms")}
         if "loss" in raw:
             kwargs["loss"] = self.loss(raw["loss"], f"{where}.loss")
         if "trace" in raw:
-            kwargs["trace"] = self.trace(raw["trace"], f"{where}.trace")
+            kwargs["trace"] = self.trace(raw["trace"], f"{where}.trace",
+                                         raw.get("trace_start_ms", 0),
+                                         f"{where}.trace_start_ms")
+        elif "trace_start_ms" in raw:
+            raise self.error(f"{where}.trace_start_ms", "needs a trace to start into")
         for key in ("rate_kbps", "delay_ms", "jitter_ms", "queue_ms", "duplicate",
                     "codel_target_ms", "codel_interval_ms"):
             if key in kwargs:
@@ -349,7 +359,19 @@ class _Parser:
         except LocalProtocolError as exc:
             raise self.error(where, str(exc)) from None
 
-    def trace(self, name: str, where: str) -> CapacityTrace:
+    def trace(self, name: str, where: str, start_ms: int = 0,
+              start_where: str = "trace_start_ms") -> CapacityTrace:
+        if start_ms < 0:
+            raise self.error(start_where, f"must be >= 0 ms, got {start_ms}")
+        trace = self._load_trace(name, where)
+        key = (trace, start_ms % trace.period_ms)
+        # one object per file and start: a link restarts its trace only when an event
+        # installs a different one (an event that changes only the loss keeps it running)
+        if key not in self._started:
+            self._started[key] = trace.starting_at(start_ms)
+        return self._started[key]
+
+    def _load_trace(self, name: str, where: str) -> CapacityTrace:
         if "\x00" in name:
             raise self.error(where, "a trace file name cannot contain a NUL character")
         path = Path(name)

@@ -79,6 +79,25 @@ class CapacityTrace:
             index -= 1
         return index
 
+    def starting_at(self, start_ms: int) -> CapacityTrace:
+        """The same repeating trace, read from ``start_ms`` into it (taken modulo the
+        period): what a link would see had it joined the trace that late. Opportunities
+        before the start come at the end of the new period, so each period holds the same
+        opportunities and the long-run rate is unchanged."""
+        if isinstance(start_ms, bool) or not isinstance(start_ms, int) or start_ms < 0:
+            raise LocalProtocolError(f"trace {self.name}: the start must be an integer "
+                                     f">= 0 ms, got {start_ms!r}")
+        shift = start_ms % self.period_ms
+        if shift == 0:
+            return self
+        times = self.times_ms
+        cut = bisect.bisect_left(times, shift)
+        period = self.period_ms
+        rotated = (tuple(t - shift for t in times[cut:])
+                   + tuple(t + period - shift for t in times[:cut]))
+        return CapacityTrace(name=f"{self.name}@{shift}ms", times_ms=rotated,
+                             period_ms=period)
+
     def opportunities_between(self, t0: float, t1: float) -> int:
         """Opportunities at times in ``[t0, t1)`` seconds from the trace start."""
         if t1 <= t0:
