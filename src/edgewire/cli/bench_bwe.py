@@ -15,6 +15,11 @@ delay; for the step, how fast the estimate and the queue follow each step; for t
 competition, the token latency p95. ``--plot DIR`` draws Pantheon's chart (throughput
 against p95 one-way delay, one point per scheme and scenario) and each edgewire run's
 estimate/capacity/queue timeline.
+
+A 40 s run of a trace is one sample of it. ``--windows 0,20,40`` runs each trace once per
+start (seconds into it, both directions, wrapping around: netsim's ``trace_start_ms``) and
+the JSON's ``trace_windows`` says, per edgewire scheme and trace, on how many runs every
+goal held; ``--plot`` then also draws utilization against p95 queueing delay for every run.
 """
 
 from __future__ import annotations
@@ -301,6 +306,7 @@ def windows_chart(out: dict[str, Any], path: Path) -> Path:
                 ax.annotate(start, (qd, row["utilization"] or 0), fontsize=7,
                             textcoords="offset points", xytext=(4, 3))
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         x0 = min(ax.get_xlim()[0], K_TRACE_QUEUE_MS / 2)
