@@ -828,6 +828,30 @@ def test_reconfigure_new_loss_model_resets_state() -> None:
     assert fates[-3:] == [True, True, False]
 
 
+def test_self_inflicted_delay_is_what_the_packets_ahead_caused() -> None:
+    # fixed rate: 1250-byte packets take 10 ms at 1 Mbit/s; the link imposes that much
+    link = Link(LinkConfig(rate_kbps=1000), rng=random.Random(1))
+    for i in range(3):
+        link.send(seq_payload(i, 1250), now=0.0)
+    drain(link)
+    assert link.stats.queue_delay._buf == pytest.approx([0.01, 0.02, 0.03])
+    assert link.stats.self_inflicted._buf == pytest.approx([0.0, 0.01, 0.02])
+    # trace (opportunities at 1, 1, 3, 5 ms, period 5): offered at 1.5 ms a packet waits
+    # for 3 ms alone; the second one offered with it leaves at 5 ms, 2 ms of it caused by
+    # the first; one offered at 6.2 ms waits for 8 ms, all of it the link's
+    link = trace_link(SMALL_TRACE, queue_packets=10)
+    link.send(seq_payload(0, 1500), now=0.0015)
+    link.send(seq_payload(1, 1500), now=0.0015)
+    drain(link)
+    link.send(seq_payload(2, 1500), now=0.0062)
+    drain(link)
+    assert link.stats.queue_delay._buf == pytest.approx([0.0015, 0.0035, 0.0018])
+    assert link.stats.self_inflicted._buf == pytest.approx([0.0, 0.002, 0.0], abs=1e-12)
+    summary = link.stats.summary(end=0.01)
+    assert summary["self_inflicted_delay_ms"]["p50"] == pytest.approx(0.0, abs=1e-9)
+    assert summary["queue_delay_ms"]["p50"] == pytest.approx(1.8)
+
+
 def test_trace_started_later_matches_the_trace_joined_late() -> None:
     # (1, 1, 3, 5) with period 5, read from 2 ms in: 1 -> 4 ... 3 -> 1, 5 -> 3
     late = SMALL_TRACE.starting_at(2)

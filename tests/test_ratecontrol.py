@@ -188,7 +188,7 @@ def test_bench_bwe_window_summary_counts_runs_where_every_goal_holds() -> None:
     from edgewire.cli.bench_bwe import TRACES, trace_windows
 
     def run(util: float, qd: float, ok: bool) -> dict[str, object]:
-        row = {"utilization": util, "queue_delay_p95_ms": qd}
+        row = {"utilization": util, "queue_delay_p95_ms": qd, "self_inflicted_p95_ms": qd / 2}
         return {"schemes": {"edgewire": row, "reno": row},
                 "goals": {"edgewire": {"utilization>=0.70": ok, "queue_p95<=100ms": True}}}
 
@@ -204,6 +204,7 @@ def test_bench_bwe_window_summary_counts_runs_where_every_goal_holds() -> None:
     assert w["met"] == [f"trace-{stem}", f"trace-{stem}@40s"]
     assert w["utilization_mean"] == pytest.approx(0.7)
     assert w["queue_delay_p95_ms_median"] == 90.0
+    assert w["self_inflicted_p95_ms_median"] == 45.0
     assert set(summary["schemes"]["edgewire"]) == {stem}  # no runs of the other traces
 
 

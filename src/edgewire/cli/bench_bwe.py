@@ -10,11 +10,12 @@ queue 100 packets): a constant 2 Mbit/s link; a step 2 → 0.5 → 2 Mbit/s; thr
 cellular traces (Mahimahi format, ../shared/data/traces); and a competition on 2 Mbit/s
 where tokens and adaptive video share the link with the bulk transfer.
 
-Per run: throughput (delivered payload), utilization, p95 queueing delay, p95 one-way
-delay; for the step, how fast the estimate and the queue follow each step; for the
-competition, the token latency p95. ``--plot DIR`` draws Pantheon's chart (throughput
-against p95 one-way delay, one point per scheme and scenario) and each edgewire run's
-estimate/capacity/queue timeline.
+Per run: throughput (delivered payload), utilization, p95 queueing delay, p95
+self-inflicted queueing delay (less what the link imposed on each packet alone: a trace's
+outages are not the sender's), p95 one-way delay; for the step, how fast the estimate and
+the queue follow each step; for the competition, the token latency p95. ``--plot DIR``
+draws Pantheon's chart (throughput against p95 one-way delay, one point per scheme and
+scenario) and each edgewire run's estimate/capacity/queue timeline.
 
 A 40 s run of a trace is one sample of it. ``--windows 0,20,40`` runs each trace once per
 start (seconds into it, both directions, wrapping around: netsim's ``trace_start_ms``) and
@@ -183,6 +184,7 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
         "throughput_kbps": bwe["media_kbps"],
         "utilization": bwe["utilization"],
         "queue_delay_p95_ms": link["queue_delay_ms"]["p95"],
+        "self_inflicted_p95_ms": link["self_inflicted_delay_ms"]["p95"],
         "delay_p95_ms": link["delay_ms"]["p95"],
         "estimate_mean_kbps": est.get("mean"),
         "capacity_kbps": link["capacity_kbps"],
@@ -272,12 +274,16 @@ def trace_windows(out: dict[str, Any], starts: tuple[float, ...]) -> dict[str, A
             met = [n for n, v in runs if all(v["goals"][scheme].values())]
             rows = [v["schemes"][scheme] for _, v in runs]
             qds = [r["queue_delay_p95_ms"] for r in rows if r["queue_delay_p95_ms"] is not None]
+            own = [r["self_inflicted_p95_ms"] for r in rows
+                   if r.get("self_inflicted_p95_ms") is not None]
             per[stem] = {
                 "runs": len(runs), "all_goals_met": len(met), "met": met,
                 "utilization_mean": round(float(np.mean([r["utilization"] or 0
                                                          for r in rows])), 4),
                 "queue_delay_p95_ms_median": (round(float(np.median(qds)), 1)
                                               if qds else None),
+                "self_inflicted_p95_ms_median": (round(float(np.median(own)), 1)
+                                                 if own else None),
             }
         summary["schemes"][scheme] = per
     return summary
@@ -436,11 +442,12 @@ def main_bench_bwe(args: argparse.Namespace, *,
         return 0
     for name, sc in result["scenarios"].items():
         print(name)
-        print(f"  {'scheme':<19}{'kbit/s':>9}{'util':>7}{'qd p95':>9}{'owd p95':>9}"
-              f"{'estimate':>10}")
+        print(f"  {'scheme':<19}{'kbit/s':>9}{'util':>7}{'qd p95':>9}{'own p95':>9}"
+              f"{'owd p95':>9}{'estimate':>10}")
         for scheme, row in sc["schemes"].items():
             print(f"  {scheme:<19}{row['throughput_kbps']:>9.0f}"
                   f"{(row['utilization'] or 0):>7.2f}{(row['queue_delay_p95_ms'] or 0):>9.1f}"
+                  f"{(row['self_inflicted_p95_ms'] or 0):>9.1f}"
                   f"{(row['delay_p95_ms'] or 0):>9.1f}{(row['estimate_mean_kbps'] or 0):>10.0f}")
         for scheme, goals in sc["goals"].items():
             extra = {k: v for k, v in sc["schemes"][scheme].items()

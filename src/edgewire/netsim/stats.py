@@ -88,6 +88,10 @@ class LinkStats:
     """One-way delay (offer to delivery) of delivered packets, seconds."""
     queue_delay: Samples = field(default_factory=Samples)
     """Time from offer to leaving the bottleneck (waiting plus transmission), seconds."""
+    self_inflicted: Samples = field(default_factory=Samples)
+    """The part of ``queue_delay`` the packets ahead caused: less what the link imposed
+    on the packet alone (on an empty queue: its transmission at a fixed rate, or the wait
+    for a trace's next delivery opportunity), seconds."""
     loss_runs: int = 0
     """Runs of consecutive lost packets (in offer order)."""
     lost_in_runs: int = 0
@@ -108,9 +112,11 @@ class LinkStats:
 
     # ------------------------------------------------------------------ recording
 
-    def on_departed(self, queue_delay: float) -> None:
-        """A packet left the bottleneck ``queue_delay`` seconds after it was offered."""
+    def on_departed(self, queue_delay: float, imposed: float = 0.0) -> None:
+        """A packet left the bottleneck ``queue_delay`` seconds after it was offered;
+        ``imposed`` of them it would have waited on an empty queue."""
         self.queue_delay.add(queue_delay)
+        self.self_inflicted.add(max(0.0, queue_delay - imposed))
         self._recent_qd_sum += queue_delay
         self._recent_qd_n += 1
         if queue_delay > self._recent_qd_max:
@@ -227,6 +233,7 @@ class LinkStats:
                                   if self.loss_runs else None),
             "delay_ms": self.delay.percentiles_ms((50, 95, 99)),
             "queue_delay_ms": self.queue_delay.percentiles_ms((50, 95)),
+            "self_inflicted_delay_ms": self.self_inflicted.percentiles_ms((50, 95)),
             "throughput_kbps": round(self.bytes_delivered * 8 / duration / 1000.0, 3),
             "capacity_kbps": (None if self._unlimited and capacity_bits == 0
                               else round(capacity_bits / duration / 1000.0, 3)),
