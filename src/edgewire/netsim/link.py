@@ -311,18 +311,16 @@ class Link:
         self._opp_index, self._opp_left = idx, left
         return finish
 
-    def _imposed(self, pkt: _Packet) -> float:
-        """What the link alone would have made ``pkt`` wait, offered to an empty queue:
-        the time to the trace's next delivery opportunity, or its transmission at the
-        fixed rate (seconds)."""
+    def _trace_wait(self, pkt: _Packet) -> float:
+        """What a trace alone would have made ``pkt`` wait, offered to an empty queue: the
+        time to its next delivery opportunity (seconds). (At a fixed rate the link imposes
+        the packet's transmission: ``_depart``.)"""
         trace = self.config.trace
-        if trace is not None:
-            since = max(pkt.arrival - self._trace_origin, 0.0)
-            first = trace.opportunity_time(trace.first_index_at_or_after(since))
-            return max(0.0, self._trace_origin + first - pkt.arrival)
-        if self._rate_bps > 0:
-            return pkt.size * 8.0 / self._rate_bps
-        return 0.0
+        if trace is None:
+            return 0.0
+        since = max(pkt.arrival - self._trace_origin, 0.0)
+        first = trace.opportunity_time(trace.first_index_at_or_after(since))
+        return max(0.0, self._trace_origin + first - pkt.arrival)
 
     def _pop(self) -> _Packet | None:
         if not self._queue:
@@ -396,7 +394,11 @@ class Link:
     def _depart(self, pkt: _Packet, t: float, arrive: float | None = None) -> None:
         """The packet left the bottleneck at ``t``: put it in flight until ``arrive``
         (drawn now unless its service start fixed it already)."""
-        self.stats.on_departed(t - pkt.arrival, self._imposed(pkt))
+        if self.config.trace is None:  # inline: every packet of a fixed-rate link
+            imposed = pkt.size * 8.0 / self._rate_bps if self._rate_bps > 0 else 0.0
+        else:
+            imposed = self._trace_wait(pkt)
+        self.stats.on_departed(t - pkt.arrival, imposed)
         if pkt.seq >= 0:
             self.stats.fate(pkt.seq, lost=False)
         if arrive is None:
