@@ -32,7 +32,7 @@ from edgewire.errors import LocalProtocolError
 from edgewire.netsim.config import LinkConfig
 from edgewire.netsim.loss import LossProcess, make_loss_process
 from edgewire.netsim.stats import LinkStats
-from edgewire.netsim.trace import K_OPPORTUNITY_BYTES
+from edgewire.netsim.trace import K_OPPORTUNITY_BYTES, CapacityTrace
 
 if TYPE_CHECKING:  # the generator is injected; only its type is needed here
     from random import Random
@@ -311,13 +311,10 @@ class Link:
         self._opp_index, self._opp_left = idx, left
         return finish
 
-    def _trace_wait(self, pkt: _Packet) -> float:
-        """What a trace alone would have made ``pkt`` wait, offered to an empty queue: the
-        time to its next delivery opportunity (seconds). (At a fixed rate the link imposes
-        the packet's transmission: ``_depart``.)"""
-        trace = self.config.trace
-        if trace is None:
-            return 0.0
+    def _trace_wait(self, pkt: _Packet, trace: CapacityTrace) -> float:
+        """What ``trace`` alone would have made ``pkt`` wait, offered to an empty queue:
+        the time to its next delivery opportunity (seconds). (At a fixed rate the link
+        imposes the packet's transmission: ``_depart``.)"""
         since = max(pkt.arrival - self._trace_origin, 0.0)
         first = trace.opportunity_time(trace.first_index_at_or_after(since))
         return max(0.0, self._trace_origin + first - pkt.arrival)
@@ -394,10 +391,11 @@ class Link:
     def _depart(self, pkt: _Packet, t: float, arrive: float | None = None) -> None:
         """The packet left the bottleneck at ``t``: put it in flight until ``arrive``
         (drawn now unless its service start fixed it already)."""
-        if self.config.trace is None:  # inline: every packet of a fixed-rate link
+        trace = self.config.trace
+        if trace is None:  # inline: every packet of a fixed-rate link
             imposed = pkt.size * 8.0 / self._rate_bps if self._rate_bps > 0 else 0.0
         else:
-            imposed = self._trace_wait(pkt)
+            imposed = self._trace_wait(pkt, trace)
         self.stats.on_departed(t - pkt.arrival, imposed)
         if pkt.seq >= 0:
             self.stats.fate(pkt.seq, lost=False)
