@@ -165,6 +165,22 @@ def test_bench_bwe_refuses_bad_windows(capsys: pytest.CaptureFixture[str]) -> No
         assert "trace starts must be seconds >= 0" in capsys.readouterr().out
 
 
+def test_bench_bwe_records_the_trace_starts(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgewire.cli import bench_bwe
+    from edgewire.cli.bench_bwe import run_bench_bwe
+
+    # traces "found" (never read: only the constant run is selected), whatever the machine
+    monkeypatch.setattr(bench_bwe, "_trace_dir", lambda: tmp_path)
+    # one short constant run: the starts given (once each, in order) are in the params
+    report = run_bench_bwe(seconds=1.0, schemes=("reno",), only=("constant",),
+                           starts=(40.0, 0.0, 40.0))
+    assert report["params"]["trace_starts_s"] == [40.0, 0.0]
+    assert list(report["scenarios"]) == ["constant-2mbps"]
+    assert "trace_windows" in report  # two starts: the summary is there, with no trace run
+    assert all(not per for per in report["trace_windows"]["schemes"].values())
+
+
 def test_bench_bwe_windows_start_each_trace_later(tmp_path: Path) -> None:
     from edgewire.cli.bench_bwe import TRACES, scenarios
     from edgewire.netsim.scenario import parse_scenario

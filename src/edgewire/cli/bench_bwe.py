@@ -236,7 +236,8 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
                                if s.startswith("edgewire")}}
     report: dict[str, Any] = {
         "params": {"seconds": seconds, "seed": seed, "rtt_ms": 2 * K_DELAY_MS,
-                   "queue_packets": K_QUEUE_PACKETS, "traces": str(traces) if traces else None},
+                   "queue_packets": K_QUEUE_PACKETS, "traces": str(traces) if traces else None,
+                   "trace_starts_s": list(starts)},
         "scenarios": out,
     }
     if traces is None:
