@@ -50,7 +50,7 @@ def test_registered_and_configured() -> None:
                 {"feedback_interval": float("inf")}, {"predict": 1},
                 {"predict_rate_factor": 0.0}, {"predict_rate_factor": 1.5},
                 {"predict_horizon": 0.0}, {"predict_min_queue": -0.001},
-                {"predict_min_queue": float("nan")}):
+                {"predict_min_queue": float("nan")}, {"queue_loss": 1}):
         with pytest.raises(LocalProtocolError):
             DeliveryConfig(**bad)
     # it asks the peer for a report every feedback_interval; gcc states no wish
@@ -164,6 +164,36 @@ def test_heavy_loss_backs_off_through_the_loss_controller() -> None:
     state = est.state()
     assert state["loss_decreases"] >= 1
     assert max(bench.targets(4.0, 6.0)) < 2_000_000
+
+
+def test_loss_of_an_overflowing_queue_does_not_pin_the_rate_after_a_fade() -> None:
+    """A 1 s fade to 0.1 Mbit/s overflows the queue. The delay law cuts the rate for that
+    queue; the losses came with the queue, so the loss-based part leaves them to it. When
+    it counted them too (``queue_loss``), it cut its own estimate to where the law had cut
+    the rate and held it there: at a few packets a second its report pool took longer
+    than the run to fill with the low loss that would release it."""
+
+    def fade(queue_loss: bool) -> tuple[DeliveryEstimator, Bench]:
+        est = DeliveryEstimator(BweConfig(delivery=DeliveryConfig(queue_loss=queue_loss)))
+        bench = Bench(est, Path(4_000_000, queue_limit=0.5), feedback_interval=0.025)
+        bench.run(3.0)
+        bench.path.capacity_bps = 100_000
+        bench.run(4.0)
+        bench.path.capacity_bps = 4_000_000
+        bench.run(10.0)
+        return est, bench
+
+    est, bench = fade(False)
+    state = est.state()
+    assert state["losses_with_queue"] > 20
+    assert state["loss_decreases"] == 0
+    back = next(t for t, target, _ in bench.trace if t >= 4.0 and target >= 2_000_000)
+    assert back <= 6.0  # measured 5.4 s: 1.4 s after the fade
+    assert min(bench.targets(8.0, 10.0)) >= 3_000_000
+    est, bench = fade(True)
+    assert est.state()["losses_with_queue"] == 0
+    assert est.state()["loss_based_bps"] <= 100_000
+    assert max(bench.targets(8.0, 10.0)) <= 100_000
 
 
 def test_a_peer_cannot_claim_faster_delivery_than_the_sending() -> None:

@@ -122,7 +122,8 @@ class FeedbackEstimator(BandwidthEstimator):
             if arrival is None:
                 if prior is None:
                     self._remember(seq, False)
-                    lost += 1
+                    if self._counts_loss(p):
+                        lost += 1
                     c["packets_lost"] += 1
                 # reported missing again, or after it arrived: nothing new
                 continue
@@ -218,6 +219,10 @@ class FeedbackEstimator(BandwidthEstimator):
 
     def _on_received(self, p: PacketResult, arrival: float) -> None:
         """A newly received packet, in report order."""
+
+    def _counts_loss(self, p: PacketResult) -> bool:
+        """Whether the loss of ``p`` counts towards the loss-based controller."""
+        return True
 
     def _update(self, now: float) -> None:
         """After a report: recompute the estimates and the target."""

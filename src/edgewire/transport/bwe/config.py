@@ -364,6 +364,10 @@ class DeliveryConfig:
     predict_min_queue: float = 0.005
     """Below this measured queue (s) there is no queue to predict from (the delivered
     rate is then the sender's own, not the bottleneck's): the measured one is used."""
+    queue_loss: bool = False
+    """Count losses reported while the measured queue is above ``queue_target`` towards
+    the loss-based controller too (False: that loss is the queue overflowing, which the
+    delay law is draining already; only loss without a queue counts)."""
     base_window: float = 10.0
     """The base one-way delay is the smallest of the last one to two such periods."""
     feedback_interval: float = 0.025
@@ -382,6 +386,7 @@ class DeliveryConfig:
                  "delivery.startup_gain must be in [1, 8]")
         _positive("delivery.rate_span", self.rate_span)
         _require(isinstance(self.predict, bool), "delivery.predict must be a bool")
+        _require(isinstance(self.queue_loss, bool), "delivery.queue_loss must be a bool")
         _require(_finite(self.predict_rate_factor) and 0 < self.predict_rate_factor <= 1,
                  "delivery.predict_rate_factor must be in (0, 1]")
         _positive("delivery.predict_horizon", self.predict_horizon)

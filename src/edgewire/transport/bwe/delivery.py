@@ -31,10 +31,17 @@ round trip, as a window-based slow start would do.
 The rate may only fall on a report when the sender was sending all of it, or a queue
 says the path is full: an application that sends less than its share has not shown the
 path carries less. Heavy loss still backs the rate off through the loss-based controller
-shared with ``gcc``. When feedback stops, the rate is held (``timeout_factor``): edgewire's
-congestion controller (``transport.cc``) bounds what is in flight to one window of the
-rate, so a dead path cannot be filled beyond it, and a path whose feedback only was
-delayed is not punished for it.
+shared with ``gcc``, but only loss the queue does not explain (a policer, a shallow
+buffer, a lossy radio): a loss reported while the measured queue stands above the target
+is the queue overflowing, which the law above is draining already. Counted twice, an
+outage's overflow would cut the loss-based estimate down to where the law had cut the
+rate for the outage's queue, and hold it there: at a few packets a second its pool of
+reports takes seconds to fill with the low loss that would release it.
+
+When feedback stops, the rate is held (``timeout_factor``): edgewire's congestion
+controller (``transport.cc``) bounds what is in flight to one window of the rate, so a
+dead path cannot be filled beyond it, and a path whose feedback only was delayed is not
+punished for it.
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ class DeliveryEstimator(FeedbackEstimator):
         self.delivered_bps: float | None = None
         """Rate delivered over the latest ``rate_span`` of arrivals (None before known)."""
         self._decreases = 0
+        self._losses_with_queue = 0
         self._startup_ended_at: float | None = None
 
     # ------------------------------------------------------------------ hooks
@@ -110,6 +118,17 @@ class DeliveryEstimator(FeedbackEstimator):
             self._last_owd = owd
         if owd < self._report_min:
             self._report_min = owd
+
+    def _counts_loss(self, p: PacketResult) -> bool:
+        """A loss reported while the latest measured queue stands above the target is
+        the bottleneck's queue overflowing: the delay law is draining that queue already,
+        so the loss-based part does not answer it a second time (``queue_loss``)."""
+        q = self.queue_delay
+        if (self._config.delivery.queue_loss or q is None
+                or q <= self._config.delivery.queue_target):
+            return True
+        self._losses_with_queue += 1
+        return False
 
     def _note_queue_delay(self, now: float, recent_bps: float | None) -> None:
         count, low = self._report_count, self._report_min
@@ -236,6 +255,7 @@ class DeliveryEstimator(FeedbackEstimator):
             "startup_ended_at": self._startup_ended_at,
             "delay_decreases": self._decreases,
             "loss_decreases": self._loss.decreases,
+            "losses_with_queue": self._losses_with_queue,
             "detector": None,
             "rate_control": None,
             "trend": None,
