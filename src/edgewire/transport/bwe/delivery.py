@@ -98,6 +98,7 @@ class DeliveryEstimator(FeedbackEstimator):
         """Rate delivered over the latest ``rate_span`` of arrivals (None before known)."""
         self._decreases = 0
         self._losses_with_queue = 0
+        self._queue_goal = config.delivery.queue_target  # the law's latest target
         self._startup_ended_at: float | None = None
 
     # ------------------------------------------------------------------ hooks
@@ -120,12 +121,12 @@ class DeliveryEstimator(FeedbackEstimator):
             self._report_min = owd
 
     def _counts_loss(self, p: PacketResult) -> bool:
-        """A loss reported while the latest measured queue stands above the target is
+        """A loss reported while the latest measured queue stands above the target the
+        law steers to (``queue_target`` plus the packet time excused at a slow rate) is
         the bottleneck's queue overflowing: the delay law is draining that queue already,
         so the loss-based part does not answer it a second time (``queue_loss``)."""
         q = self.queue_delay
-        if (self._config.delivery.queue_loss or q is None
-                or q <= self._config.delivery.queue_target):
+        if self._config.delivery.queue_loss or q is None or q <= self._queue_goal:
             return True
         self._losses_with_queue += 1
         return False
@@ -202,6 +203,7 @@ class DeliveryEstimator(FeedbackEstimator):
             # 2 Mbit/s. Counted as queue, it would keep a sender under the capacity for
             # good; once the base is learned at the slower rate it holds that time already
             target = cfg.queue_target + self._transmission_excess(d)
+            self._queue_goal = target
             if self._startup and q > target:
                 self._startup = False
                 self._startup_ended_at = now
