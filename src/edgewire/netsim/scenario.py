@@ -359,8 +359,7 @@ class _Parser:
         except LocalProtocolError as exc:
             raise self.error(where, str(exc)) from None
 
-    def trace(self, name: str, where: str, start_ms: int = 0,
-              start_where: str = "trace_start_ms") -> CapacityTrace:
+    def trace(self, name: str, where: str, start_ms: int, start_where: str) -> CapacityTrace:
         if start_ms < 0:
             raise self.error(start_where, f"must be >= 0 ms, got {start_ms}")
         trace = self._load_trace(name, where)
