@@ -903,6 +903,61 @@ def test_trace_start_keeps_every_opportunity(times: list[int], extra: int,
                 == tr.opportunities_between(t0 + s / 1000, t0 + s / 1000 + 0.0105))
 
 
+def flat(spells: list[tuple[float, float]]) -> list[float]:
+    return [x for spell in spells for x in spell]
+
+
+def approx_flat(spells: list[tuple[float, float]]) -> object:
+    return pytest.approx(flat(spells))
+
+
+def test_dark_spells_are_the_long_gaps_between_opportunities() -> None:
+    # opportunities at 100, 100, 450, 500 and 900 ms of a 1000 ms period
+    tr = CapacityTrace(name="gaps", times_ms=(100, 100, 450, 500, 900), period_ms=1000)
+    assert flat(tr.dark_spells(0.0, 1.0, 0.3)) == approx_flat([(0.1, 0.45), (0.5, 0.9)])
+    # a spell opens at t0 and closes at t1 when no opportunity bounds it
+    assert flat(tr.dark_spells(0.0, 1.0, 0.1)) == approx_flat(
+        [(0.0, 0.1), (0.1, 0.45), (0.5, 0.9)])
+    assert flat(tr.dark_spells(0.5, 0.85, 0.3)) == approx_flat([(0.5, 0.85)])
+    # across the period: 900 ms to the next period's 100 ms is one spell of 0.2 s
+    assert flat(tr.dark_spells(0.6, 1.5, 0.2)) == approx_flat(
+        [(0.6, 0.9), (0.9, 1.1), (1.1, 1.45)])
+    assert tr.dark_spells(0.0, 1.0, 0.5) == []
+    for t0, t1 in ((0.5, 0.5), (-0.1, 1.0), (0.0, math.inf), (0.0, math.nan)):
+        with pytest.raises(LocalProtocolError, match="dark spells need"):
+            tr.dark_spells(t0, t1, 0.1)
+    for gap in (0.0, -1.0, math.nan):
+        with pytest.raises(LocalProtocolError, match="shortest dark spell"):
+            tr.dark_spells(0.0, 1.0, gap)
+
+
+@settings(max_examples=200, deadline=None)
+@given(times=st.lists(st.integers(0, 300), min_size=1, max_size=30),
+       extra=st.integers(0, 100), t0=st.integers(0, 700), span=st.integers(1, 900),
+       gap=st.integers(1, 200))
+def test_dark_spells_hold_no_opportunity_and_miss_no_long_gap(
+        times: list[int], extra: int, t0: int, span: int, gap: int) -> None:
+    times = sorted(times)
+    tr = CapacityTrace(name="p", times_ms=tuple(times), period_ms=max(times[-1] + extra, 1))
+    a, b, g = t0 / 1000, (t0 + span) / 1000, gap / 1000
+    spells = tr.dark_spells(a, b, g)
+    # inside [t0, t1), in order, disjoint, each at least the gap long and empty inside
+    for i, (s0, s1) in enumerate(spells):
+        assert a <= s0 < s1 <= b
+        assert s1 - s0 >= g - 1e-12
+        assert tr.opportunities_between(s0 + 1e-9, s1) == 0
+        if i:
+            assert spells[i - 1][1] <= s0
+    # every stretch between neighbouring instants (t0, the opportunities, t1) at least
+    # the gap long is a spell, found independently from the opportunity list
+    n = max(len(times), 1) * (int(b * 1000) // tr.period_ms + 2)
+    inside = sorted({tr.opportunity_time(i) for i in range(n)
+                     if a <= tr.opportunity_time(i) < b})
+    marks = [a, *inside, b]
+    want = [(x, y) for x, y in itertools.pairwise(marks) if y - x >= g]
+    assert flat(spells) == approx_flat(want)
+
+
 def test_reconfigure_to_new_trace_starts_it_from_the_beginning() -> None:
     other = CapacityTrace(name="other", times_ms=(2, 4), period_ms=4)
     link = Link(LinkConfig(trace=SMALL_TRACE), rng=random.Random(1))

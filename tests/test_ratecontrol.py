@@ -222,6 +222,38 @@ def test_bench_bwe_window_summary_counts_runs_where_every_goal_holds() -> None:
     assert w["queue_delay_p95_ms_median"] == 90.0
     assert w["self_inflicted_p95_ms_median"] == 45.0
     assert set(summary["schemes"]["edgewire"]) == {stem}  # no runs of the other traces
+    # each run beside reno's utilization, with its trace profile when it has one
+    runs = w["per_run"]
+    assert [(r["name"], r["met"], r["utilization"]) for r in runs] == [
+        (f"trace-{stem}", True, 0.8), (f"trace-{stem}@20s", False, 0.6),
+        (f"trace-{stem}@40s", True, 0.7)]
+    assert [r["reno_utilization"] for r in runs] == [0.8, 0.6, 0.7]
+    out[f"trace-{stem}@20s"]["trace_profile"] = {"uplink_dark_s": 4.5}
+    again = trace_windows(out, (0, 20, 40))["schemes"]["edgewire"][stem]["per_run"]
+    assert again[1]["uplink_dark_s"] == 4.5
+    assert "uplink_dark_s" not in again[0]
+
+
+def test_bench_bwe_trace_profile_measures_what_a_sender_cannot_see(tmp_path: Path) -> None:
+    from edgewire.cli.bench_bwe import trace_profile
+
+    # downlink: 10 opportunities a ms for 0-1 s and again for 3-4 s of a 4 s period;
+    # uplink: one every 10 ms except from 0.5 to 2.5 s
+    down = [t for t in range(4000) if t < 1000 or t >= 3000 for _ in range(10)]
+    up = [t for t in range(0, 4000, 10) if not 500 < t < 2500] + [4000]
+    (tmp_path / "x.down").write_text("".join(f"{t}\n" for t in [*down, 4000]))
+    (tmp_path / "x.up").write_text("".join(f"{t}\n" for t in up))
+    p = trace_profile(tmp_path, "x", 0.0, 4.0)
+    assert p["uplink_dark_s"] == pytest.approx(2.0)  # 0.5 -> 2.5 s
+    assert p["downlink_dark_s"] == pytest.approx(2.001)  # 0.999 -> 3.0 s
+    # 20,000 opportunities in the 4 s; 5,000 of them (0.5-1 s) while the uplink is dark,
+    # 10,000 in the first 2 s
+    assert p["capacity_while_uplink_dark"] == 0.25
+    assert p["capacity_first_2s"] == 0.5
+    # read from 3 s in (both directions, as the bench does): the downlink is lit at once
+    late = trace_profile(tmp_path, "x", 3.0, 2.0)
+    assert late["downlink_dark_s"] == 0
+    assert late["capacity_first_2s"] == 1.0
 
 
 def test_bench_bwe_schemes_select_controller_and_estimator() -> None:

@@ -20,7 +20,11 @@ scenario) and each edgewire run's estimate/capacity/queue timeline.
 A 40 s run of a trace is one sample of it. ``--windows 0,20,40`` runs each trace once per
 start (seconds into it, both directions, wrapping around: netsim's ``trace_start_ms``) and
 the JSON's ``trace_windows`` says, per edgewire scheme and trace, on how many runs every
-goal held; ``--plot`` then also draws utilization against p95 queueing delay for every run.
+goal held, and lists every run beside reno's utilization and its trace window's profile
+(``trace_profile``: how long each direction is dark, the share of the downlink's capacity
+that falls while the uplink is dark, when no feedback can come back, and the share in the
+first two seconds); ``--plot`` then also draws utilization against p95 queueing delay for
+every run.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import numpy as np
 from edgewire.netsim.bwe_report import plot_timeline, pyplot, save_figure
 from edgewire.netsim.run import run_scenario
 from edgewire.netsim.scenario import parse_scenario
+from edgewire.netsim.trace import load_mahimahi
 
 __all__ = ["SCHEMES", "add_bench_bwe_arguments", "main_bench_bwe", "run_bench_bwe"]
 
@@ -59,6 +64,12 @@ K_STEP_ESTIMATE_S = 2.0
 K_STEP_QUEUE_S = 3.0
 K_STEP_UP_S = 5.0
 K_THROUGHPUT_SLACK = 0.15
+#: A trace's dark spell (no delivery opportunity) counts from this long: longer than the
+#: window the edgewire sender has in flight at this RTT (min RTT + 80 ms), so a dark
+#: uplink stalls it and a dark downlink strands what it had sent.
+K_DARK_GAP_S = 0.2
+#: The trace profile's startup span: a sender starting low learns the capacity over it.
+K_STARTUP_S = 2.0
 
 
 def _trace_dir() -> Path | None:
@@ -234,6 +245,11 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
         out[name] = {"schemes": rows,
                      "goals": {s: _goals(name, rows, s) for s in rows
                                if s.startswith("edgewire")}}
+        if traces is not None and "trace_start_ms" in table.get("downlink", {}):
+            stem = Path(table["downlink"]["trace"]).name.removesuffix(".down")
+            out[name]["trace_profile"] = trace_profile(
+                traces, stem, table["downlink"]["trace_start_ms"] / 1000,
+                table["duration_s"])
     report: dict[str, Any] = {
         "params": {"seconds": seconds, "seed": seed, "rtt_ms": 2 * K_DELAY_MS,
                    "queue_packets": K_QUEUE_PACKETS, "traces": str(traces) if traces else None,
@@ -254,6 +270,31 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
     return report
 
 
+def trace_profile(traces: Path, stem: str, start_s: float,
+                  seconds: float) -> dict[str, Any]:
+    """What the first ``seconds`` of trace ``stem``, read from ``start_s`` in (both
+    directions, as the bench runs it), hold that a sender cannot see coming: seconds of
+    dark spells (``K_DARK_GAP_S`` or longer) on each direction; the share of the
+    downlink's capacity that falls while the uplink is dark (no feedback or ACK can come
+    back then: a sender only uses it by sending blind, into a downlink that may be dark
+    too); and the share in the first ``K_STARTUP_S`` seconds, which a sender starting at
+    a few hundred kbit/s spends finding the capacity."""
+    start_ms = round(start_s * 1000)
+    down = load_mahimahi(traces / f"{stem}.down").starting_at(start_ms)
+    up = load_mahimahi(traces / f"{stem}.up").starting_at(start_ms)
+    total = down.opportunities_between(0.0, seconds)
+    up_dark = up.dark_spells(0.0, seconds, K_DARK_GAP_S)
+    down_dark = down.dark_spells(0.0, seconds, K_DARK_GAP_S)
+    hidden = sum(down.opportunities_between(a, b) for a, b in up_dark)
+    first = down.opportunities_between(0.0, min(K_STARTUP_S, seconds))
+    return {
+        "uplink_dark_s": round(sum(b - a for a, b in up_dark), 3),
+        "downlink_dark_s": round(sum(b - a for a, b in down_dark), 3),
+        "capacity_while_uplink_dark": round(hidden / total, 4) if total else None,
+        "capacity_first_2s": round(first / total, 4) if total else None,
+    }
+
+
 def _window_runs(out: dict[str, Any], stem: str) -> list[tuple[str, dict[str, Any]]]:
     prefix = trace_scenario_name(stem, 0)
     return [(n, v) for n, v in out.items() if n == prefix or n.startswith(prefix + "@")]
@@ -262,9 +303,10 @@ def _window_runs(out: dict[str, Any], stem: str) -> list[tuple[str, dict[str, An
 def trace_windows(out: dict[str, Any], starts: tuple[float, ...]) -> dict[str, Any]:
     """Per edgewire scheme and trace: on how many of the runs (one per start) every goal
     of the scenario holds, which, and the mean utilization and the medians of the p95
-    queueing delay and of its self-inflicted part over them. A trace's 40 s is one sample
-    of it: a small change to timing moves one run's p95 by tens of ms, so goals are judged
-    over several."""
+    queueing delay and of its self-inflicted part over them; ``per_run`` lists each run
+    with reno's utilization and its ``trace_profile`` when the run has one. A trace's 40 s
+    is one sample of it: a small change to timing moves one run's p95 by tens of ms, so
+    goals are judged over several."""
     summary: dict[str, Any] = {"starts_s": list(starts), "schemes": {}}
     schemes = sorted({s for v in out.values() for s in v["goals"]})
     for scheme in schemes:
@@ -278,8 +320,18 @@ def trace_windows(out: dict[str, Any], starts: tuple[float, ...]) -> dict[str, A
             qds = [r["queue_delay_p95_ms"] for r in rows if r["queue_delay_p95_ms"] is not None]
             own = [r["self_inflicted_p95_ms"] for r in rows
                    if r.get("self_inflicted_p95_ms") is not None]
+            detail = []
+            for n, v in runs:
+                row = v["schemes"][scheme]
+                reno = v["schemes"].get("reno")
+                detail.append({
+                    "name": n, "met": n in met, "utilization": row["utilization"],
+                    "queue_delay_p95_ms": row["queue_delay_p95_ms"],
+                    "reno_utilization": reno["utilization"] if reno else None,
+                    **v.get("trace_profile", {})})
             per[stem] = {
                 "runs": len(runs), "all_goals_met": len(met), "met": met,
+                "per_run": detail,
                 "utilization_mean": round(float(np.mean([r["utilization"] or 0
                                                          for r in rows])), 4),
                 "queue_delay_p95_ms_median": (round(float(np.median(qds)), 1)
@@ -413,6 +465,23 @@ def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
+def _print_runs(runs: list[dict[str, Any]]) -> None:
+    """One line per trace run: the figures, reno's utilization, the trace's profile."""
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    print(f"  {'run':<36}{'goals':>6}{'util':>6}{'qd p95':>8}{'reno':>6}"
+          f"{'up dark':>9}{'down dark':>10}{'cap up dark':>12}{'cap 0-2s':>9}")
+    for r in runs:
+        print(f"  {r['name']:<36}{'met' if r['met'] else '-':>6}"
+              f"{num(r['utilization'], '.2f'):>6}{num(r['queue_delay_p95_ms'], '.0f'):>8}"
+              f"{num(r['reno_utilization'], '.2f'):>6}"
+              f"{num(r.get('uplink_dark_s'), '.1f'):>9}"
+              f"{num(r.get('downlink_dark_s'), '.1f'):>10}"
+              f"{num(r.get('capacity_while_uplink_dark'), '.0%'):>12}"
+              f"{num(r.get('capacity_first_2s'), '.0%'):>9}")
+
+
 def main_bench_bwe(args: argparse.Namespace, *,
                    progress: Callable[[str], None] | None = None) -> int:
     """The CLI entry: a table per scenario, or JSON with ``--json``."""
@@ -465,6 +534,7 @@ def main_bench_bwe(args: argparse.Namespace, *,
                   f"{stem} (mean utilization {w['utilization_mean']:.2f}, median p95 "
                   f"queueing delay {w['queue_delay_p95_ms_median']} ms, of it "
                   f"self-inflicted {w['self_inflicted_p95_ms_median']} ms)")
+            _print_runs(w["per_run"])
     for p in result.get("plots", []):
         print(f"plot: {p}")
     if result.get("skipped"):

@@ -9,6 +9,7 @@ last timestamp. Unused opportunities are lost.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,29 @@ class CapacityTrace:
                    + tuple(t + period - shift for t in times[:cut]))
         return CapacityTrace(name=f"{self.name}@{shift}ms", times_ms=rotated,
                              period_ms=period)
+
+    def dark_spells(self, t0: float, t1: float, min_gap: float) -> list[tuple[float, float]]:
+        """The spells of at least ``min_gap`` seconds within ``[t0, t1)`` (seconds from the
+        trace start) that hold no delivery opportunity, as ``(start, end)`` pairs in time
+        order: a link outage as a sender meets it. A spell starts at ``t0`` or at an
+        opportunity and ends at the next opportunity or at ``t1``."""
+        if not (math.isfinite(t0) and math.isfinite(t1) and 0 <= t0 < t1):
+            raise LocalProtocolError(f"trace {self.name}: dark spells need 0 <= t0 < t1, "
+                                     f"got {t0!r}, {t1!r}")
+        if not (math.isfinite(min_gap) and min_gap > 0):
+            raise LocalProtocolError(f"trace {self.name}: the shortest dark spell must be "
+                                     f"> 0 s, got {min_gap!r}")
+        spells: list[tuple[float, float]] = []
+        prev = t0
+        index = self.first_index_at_or_after(t0)
+        while (t := self.opportunity_time(index)) < t1:
+            if t - prev >= min_gap:
+                spells.append((prev, t))
+            prev = t
+            index += 1
+        if t1 - prev >= min_gap:
+            spells.append((prev, t1))
+        return spells
 
     def opportunities_between(self, t0: float, t1: float) -> int:
         """Opportunities at times in ``[t0, t1)`` seconds from the trace start."""
