@@ -4,6 +4,7 @@ netsim runs of the edgewire controller against a bottleneck."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
@@ -179,6 +180,33 @@ def test_bench_bwe_records_the_trace_starts(tmp_path: Path,
     assert list(report["scenarios"]) == ["constant-2mbps"]
     assert "trace_windows" in report  # two starts: the summary is there, with no trace run
     assert all(not per for per in report["trace_windows"]["schemes"].values())
+
+
+def test_bench_bwe_gives_the_same_figures_in_several_processes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from edgewire.cli.bench_bwe import add_bench_bwe_arguments, main_bench_bwe, run_bench_bwe
+
+    def run(jobs: int, notes: list[str] | None = None) -> dict[str, Any]:
+        return run_bench_bwe(seconds=1.0, schemes=("edgewire", "reno"),
+                             only=("constant", "step"), jobs=jobs,
+                             progress=None if notes is None else notes.append)
+
+    notes: list[str] = []
+    alone = run(1)
+    pooled = run(2, notes)
+    assert pooled["scenarios"] == alone["scenarios"]
+    assert list(pooled["scenarios"]) == ["constant-2mbps", "step-2-0.5-2mbps"]
+    assert list(pooled["scenarios"]["step-2-0.5-2mbps"]["schemes"]) == ["edgewire", "reno"]
+    assert len(notes) == 4
+    assert notes[-1].startswith("bench bwe: 4/4 done")
+    with pytest.raises(ValueError, match="jobs must be a whole number >= 1"):
+        run(0)
+    parser = argparse.ArgumentParser()
+    add_bench_bwe_arguments(parser)
+    assert main_bench_bwe(parser.parse_args(["--jobs", "-1"])) == 2
+    assert "jobs must be a whole number >= 1" in capsys.readouterr().out
 
 
 def test_bench_bwe_windows_start_each_trace_later(tmp_path: Path) -> None:

@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -203,12 +205,36 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _run_one(table: dict[str, Any], scheme: str, seed: int, seconds: float,
+             plot_dir: Path | None) -> tuple[dict[str, Any], str | None]:
+    """One scenario with one scheme: its row, and its timeline chart when drawn."""
+    name = table["name"]
+    result = run_scenario(parse_scenario({**table, "seed": seed,
+                                          "transport": scheme_transport(scheme)}))
+    row = _row(result)
+    if name.startswith("step"):
+        row.update(_step_figures(result, seconds))
+    if name.startswith("competition"):
+        row["tokens_latency_p95_ms"] = result["channels"]["down"]["tokens"]["latency_ms"]["p95"]
+        row["video"] = result["channels"]["down"]["video"].get("ladder")
+    plot = None
+    if plot_dir is not None and scheme.startswith("edgewire") and "@" not in name:
+        suffix = scheme.removeprefix("edgewire")
+        plot = str(plot_timeline(result["bwe"], plot_dir / f"bwe-{name}{suffix}.png",
+                                 title=f"{name}: {scheme} (downlink)"))
+    return row, plot
+
+
 def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
                   schemes: tuple[str, ...] = SCHEMES, only: tuple[str, ...] = (),
                   plot_dir: Path | None = None, starts: tuple[float, ...] = (0.0,),
+                  jobs: int = 1,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every scenario x scheme; one JSON-ready dict (see the module docstring).
-    ``starts``: seconds into each trace its runs start at (one run per start)."""
+    ``starts``: seconds into each trace its runs start at (one run per start); ``jobs``:
+    processes to run them in (the figures do not depend on it)."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
     if not starts or any(not (math.isfinite(x) and x >= 0) for x in starts):
         raise ValueError(f"trace starts must be seconds >= 0, got {starts!r}")
     starts = tuple(dict.fromkeys(starts))  # in order, once each
@@ -220,28 +246,31 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
     if not tables:
         known = ", ".join(t["name"] for t in scenarios(seconds, traces))
         raise ValueError(f"--only {','.join(only)!r} matches no scenario (scenarios: {known})")
+    runs = [(table, scheme) for table in tables for scheme in schemes]
+    done: dict[tuple[str, str], tuple[dict[str, Any], str | None]] = {}
+    if jobs <= 1 or len(runs) <= 1:
+        for table, scheme in runs:
+            if progress:
+                progress(f"bench bwe: {table['name']}, {scheme}")
+            done[(table["name"], scheme)] = _run_one(table, scheme, seed, seconds, plot_dir)
+    else:
+        # every run is its own seeded virtual-time simulation: the same figures whatever
+        # the number of processes, in the same order
+        with ProcessPoolExecutor(max_workers=min(jobs, len(runs))) as pool:
+            futures = {pool.submit(_run_one, table, scheme, seed, seconds, plot_dir):
+                       (table["name"], scheme) for table, scheme in runs}
+            for count, future in enumerate(as_completed(futures), 1):
+                key = futures[future]
+                done[key] = future.result()
+                if progress:
+                    progress(f"bench bwe: {count}/{len(runs)} done ({key[0]}, {key[1]})")
     for table in tables:
         name = table["name"]
         rows: dict[str, Any] = {}
         for scheme in schemes:
-            if progress:
-                progress(f"bench bwe: {name}, {scheme}")
-            sc = parse_scenario({**table, "seed": seed,
-                                 "transport": scheme_transport(scheme)})
-            result = run_scenario(sc)
-            row = _row(result)
-            if name.startswith("step"):
-                row.update(_step_figures(result, seconds))
-            if name.startswith("competition"):
-                row["tokens_latency_p95_ms"] = (
-                    result["channels"]["down"]["tokens"]["latency_ms"]["p95"])
-                row["video"] = result["channels"]["down"]["video"].get("ladder")
-            rows[scheme] = row
-            if plot_dir is not None and scheme.startswith("edgewire") and "@" not in name:
-                suffix = scheme.removeprefix("edgewire")
-                plots.append(str(plot_timeline(
-                    result["bwe"], plot_dir / f"bwe-{name}{suffix}.png",
-                    title=f"{name}: {scheme} (downlink)")))
+            rows[scheme], plot = done[(name, scheme)]
+            if plot is not None:
+                plots.append(plot)
         out[name] = {"schemes": rows,
                      "goals": {s: _goals(name, rows, s) for s in rows
                                if s.startswith("edgewire")}}
@@ -461,6 +490,9 @@ def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds into each cellular trace its runs start at, one run "
                              "per start (the trace wraps around); with more than one, a "
                              "summary says on how many runs every goal holds (default 0)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="processes to run the scenarios in (default: one per CPU; "
+                             "the figures are the same for any N)")
     parser.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
     parser.add_argument("--json", action="store_true")
 
@@ -504,7 +536,7 @@ def main_bench_bwe(args: argparse.Namespace, *,
     try:
         result = run_bench_bwe(seconds=args.seconds, seed=args.seed, schemes=schemes,
                                only=only, plot_dir=Path(args.plot) if args.plot else None,
-                               starts=starts, progress=progress)
+                               starts=starts, jobs=args.jobs, progress=progress)
     except ValueError as exc:
         print(f"edgewire: error: {exc}")
         return 2
