@@ -706,6 +706,77 @@ def test_config_defaults_and_validation() -> None:
         create_estimator("gcc").on_sent(size_bytes=-1, now=0.0)
 
 
+def test_config_with_replaces_named_settings_only() -> None:
+    from edgewire.transport.bwe import config_changes, config_with
+
+    base = BweConfig()
+    cfg = config_with(base, {"start_bps": 600_000, "delivery.queue_target": 0.02,
+                             "delivery": {"gain": 0.5}, "probe": {"enabled": False},
+                             "max_acked_packets": 4096})
+    assert cfg.start_bps == 600_000.0
+    assert isinstance(cfg.start_bps, float)  # an integer for a number field is taken
+    assert (cfg.delivery.queue_target, cfg.delivery.gain) == (0.02, 0.5)
+    assert cfg.probe.enabled is False
+    assert cfg.max_acked_packets == 4096
+    assert cfg.delivery.drain_horizon == base.delivery.drain_horizon  # the rest as it was
+    assert config_changes(cfg) == {"start_bps": 600_000.0, "max_acked_packets": 4096,
+                                   "probe.enabled": False, "delivery.queue_target": 0.02,
+                                   "delivery.gain": 0.5}
+    assert config_changes(base) == {}
+    assert config_with(base, {}) == base
+    # on top of another config, not the defaults
+    assert config_with(cfg, {"delivery.gain": 0.25}).delivery.queue_target == 0.02
+    for bad, match in (({"delivery.queue_targt": 0.1}, r"delivery\.queue_targt: no such"),
+                       ({"nope": 1}, "nope: no such setting"),
+                       ({"start_bps": "fast"}, "start_bps: expected a number"),
+                       ({"start_bps": True}, "start_bps: expected a number"),
+                       ({"max_acked_packets": 2.5}, "expected an integer"),
+                       ({"delivery.predict": 1}, "expected true or false"),
+                       ({"delivery": 0.1}, "expected a table of DeliveryConfig"),
+                       ({"start_bps.x": 1}, "start_bps: expected a number"),
+                       ({"delivery.gain": 9.0}, r"bwe settings: delivery\.gain must be"),
+                       ({"start_bps": 1.0}, "start_bps must be in min_bps"),
+                       ({"delivery.gain": 0.3, "delivery": {"gain": 0.4}},
+                        r"delivery\.gain: set twice"),
+                       ({"": 1}, "setting names are strings")):
+        with pytest.raises(LocalProtocolError, match=match):
+            config_with(base, bad)
+
+
+def test_parse_setting_reads_numbers_and_switches() -> None:
+    from edgewire.transport.bwe import parse_setting
+
+    assert parse_setting("delivery.queue_target=0.02") == ("delivery.queue_target", 0.02)
+    assert parse_setting(" start_bps = 600000 ") == ("start_bps", 600_000)
+    assert parse_setting("probe.enabled=False") == ("probe.enabled", False)
+    assert parse_setting("delivery.predict=true") == ("delivery.predict", True)
+    assert parse_setting("x=1e-3") == ("x", 0.001)
+    for bad in ("start_bps", "=1", "start_bps=", "a=fast", "a=nan", "a=inf"):
+        with pytest.raises(LocalProtocolError):
+            parse_setting(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.from_regex(r"[a-z_]{1,12}(\.[a-z_]{1,12})?", fullmatch=True),
+       value=st.one_of(st.integers(-10**12, 10**12), st.booleans(),
+                       st.floats(allow_nan=False, allow_infinity=False)),
+       junk=st.text(max_size=30))
+def test_parse_setting_round_trips_and_refuses_cleanly(key: str, value: object,
+                                                       junk: str) -> None:
+    from edgewire.transport.bwe import parse_setting
+
+    text = f"{key}={str(value).lower() if isinstance(value, bool) else repr(value)}"
+    got_key, got = parse_setting(text)
+    assert got_key == key
+    assert got == value
+    assert type(got) is type(value)
+    # anything else: a value or LocalProtocolError, never another exception
+    try:
+        parse_setting(junk)
+    except LocalProtocolError:
+        pass
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -443,6 +443,25 @@ def test_transport_keys(tmp_path: Path, cc: str) -> None:
     assert sc.transport == TransportSettings(cc=cc, recovery="none", max_datagram_size=1350)
 
 
+def test_transport_bwe_table_sets_estimator_settings(tmp_path: Path) -> None:
+    from edgewire.transport.bwe import BweConfig
+
+    sc = load(tmp_path, "[transport]\nestimator = \"delivery\"\n[transport.bwe]\n"
+                        "start_bps = 600000\n\"delivery.gain\" = 0.5\n"
+                        "[transport.bwe.delivery]\nqueue_target = 0.02\n")
+    bwe = sc.transport.bwe
+    assert (bwe.start_bps, bwe.delivery.gain, bwe.delivery.queue_target) == (600e3, 0.5, 0.02)
+    assert parse().transport.bwe == BweConfig()
+    for table, reason in (({"delivery": {"queue_targt": 0.1}}, r"delivery\.queue_targt: no"),
+                          ({"start_bps": "fast"}, "start_bps: expected a number"),
+                          ({"delivery": {"gain": 99}}, r"delivery\.gain must be")):
+        with pytest.raises(ScenarioError, match=reason) as info:
+            parse(transport={"bwe": table})
+        assert info.value.key == "transport.bwe"
+    with pytest.raises(ScenarioError, match="expected a table"):
+        parse(transport={"bwe": 3})
+
+
 def test_recovery_modes_documented_value() -> None:
     assert RECOVERY_MODES == ("none", "fec", "arq", "hybrid", "auto")
     assert TransportSettings().recovery == "auto"

@@ -209,6 +209,52 @@ def test_bench_bwe_gives_the_same_figures_in_several_processes(
     assert "jobs must be a whole number >= 1" in capsys.readouterr().out
 
 
+def test_bench_bwe_settings_change_edgewire_only(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from edgewire.cli.bench_bwe import add_bench_bwe_arguments, main_bench_bwe, run_bench_bwe
+
+    def run(bwe: dict[str, object] | None) -> dict[str, Any]:
+        return run_bench_bwe(seconds=2.0, schemes=("edgewire", "reno"), only=("constant",),
+                             bwe=bwe)
+
+    plain, deeper = run(None), run({"delivery.queue_target": 0.03})
+    assert plain["params"]["bwe"] == {}
+    assert deeper["params"]["bwe"] == {"delivery.queue_target": 0.03}
+    rows = [r["scenarios"]["constant-2mbps"]["schemes"] for r in (plain, deeper)]
+    # a queue target three times as deep makes edgewire keep a deeper queue...
+    assert rows[1]["edgewire"]["queue_delay_p95_ms"] > rows[0]["edgewire"]["queue_delay_p95_ms"]
+    # ...and leaves reno alone
+    assert rows[1]["reno"] == rows[0]["reno"]
+    with pytest.raises(ValueError, match=r"--bwe: delivery\.queue_targt: no such setting"):
+        run({"delivery.queue_targt": 0.03})
+    parser = argparse.ArgumentParser()
+    add_bench_bwe_arguments(parser)
+    assert main_bench_bwe(parser.parse_args(["--bwe", "delivery.gain=9"])) == 2
+    assert "delivery.gain must be in (0, 4]" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--bwe", "gain"])
+    assert "a setting is KEY=VALUE" in capsys.readouterr().err
+
+
+def test_run_options_estimator_settings_reach_the_sessions() -> None:
+    from edgewire.netsim.run import RunOptions, run_scenario
+    from edgewire.netsim.scenario import ScenarioError, parse_scenario
+
+    sc = parse_scenario({"name": "t", "duration_s": 1, "seed": 1,
+                         "link": {"delay_ms": 25, "rate_kbps": 2000, "queue_packets": 100},
+                         "transport": {"bwe": {"delivery": {"gain": 0.5}}},
+                         "traffic": {"down": {"embeddings": {"rate_per_s": 200}}}})
+    result = run_scenario(sc, RunOptions(bwe={"start_bps": 1_000_000}))
+    assert result["transport"]["bwe"] == {"start_bps": 1_000_000.0, "delivery.gain": 0.5}
+    # the sender starts at the rate set: its estimate before any feedback
+    first = result["bwe"]["timeline"][0]
+    assert first["estimate_kbps"] == pytest.approx(1000.0)
+    assert run_scenario(sc)["bwe"]["timeline"][0]["estimate_kbps"] == pytest.approx(300.0)
+    with pytest.raises(ScenarioError, match="start_bpz: no such setting"):
+        run_scenario(sc, RunOptions(bwe={"start_bpz": 1}))
+
+
 def test_bench_bwe_windows_start_each_trace_later(tmp_path: Path) -> None:
     from edgewire.cli.bench_bwe import TRACES, scenarios
     from edgewire.netsim.scenario import parse_scenario

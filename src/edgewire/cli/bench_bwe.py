@@ -33,17 +33,20 @@ import argparse
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgewire.cli.netsim import bwe_setting
+from edgewire.errors import LocalProtocolError
 from edgewire.netsim.bwe_report import plot_timeline, pyplot, save_figure
 from edgewire.netsim.run import run_scenario
 from edgewire.netsim.scenario import parse_scenario
 from edgewire.netsim.trace import load_mahimahi
+from edgewire.transport.bwe import BweConfig, config_changes, config_with
 
 __all__ = ["SCHEMES", "add_bench_bwe_arguments", "main_bench_bwe", "run_bench_bwe"]
 
@@ -206,11 +209,15 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_one(table: dict[str, Any], scheme: str, seed: int, seconds: float,
-             plot_dir: Path | None) -> tuple[dict[str, Any], str | None]:
-    """One scenario with one scheme: its row, and its timeline chart when drawn."""
+             plot_dir: Path | None,
+             bwe: dict[str, object] | None = None) -> tuple[dict[str, Any], str | None]:
+    """One scenario with one scheme: its row, and its timeline chart when drawn.
+    ``bwe``: estimator settings for edgewire's schemes (``[transport.bwe]``)."""
     name = table["name"]
-    result = run_scenario(parse_scenario({**table, "seed": seed,
-                                          "transport": scheme_transport(scheme)}))
+    transport: dict[str, Any] = dict(scheme_transport(scheme))
+    if bwe and scheme.startswith("edgewire"):
+        transport["bwe"] = bwe
+    result = run_scenario(parse_scenario({**table, "seed": seed, "transport": transport}))
     row = _row(result)
     if name.startswith("step"):
         row.update(_step_figures(result, seconds))
@@ -228,13 +235,20 @@ def _run_one(table: dict[str, Any], scheme: str, seed: int, seconds: float,
 def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
                   schemes: tuple[str, ...] = SCHEMES, only: tuple[str, ...] = (),
                   plot_dir: Path | None = None, starts: tuple[float, ...] = (0.0,),
-                  jobs: int = 1,
+                  jobs: int = 1, bwe: Mapping[str, object] | None = None,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every scenario x scheme; one JSON-ready dict (see the module docstring).
     ``starts``: seconds into each trace its runs start at (one run per start); ``jobs``:
-    processes to run them in (the figures do not depend on it)."""
+    processes to run them in (the figures do not depend on it); ``bwe``: estimator
+    settings for edgewire's schemes (``config_with`` keys: ``{"delivery.gain": 0.5}``),
+    for trying a change of them on every scenario at once."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    settings = dict(bwe or {})
+    try:
+        changed = config_changes(config_with(BweConfig(), settings))
+    except LocalProtocolError as exc:
+        raise ValueError(f"--bwe: {exc}") from None
     if not starts or any(not (math.isfinite(x) and x >= 0) for x in starts):
         raise ValueError(f"trace starts must be seconds >= 0, got {starts!r}")
     starts = tuple(dict.fromkeys(starts))  # in order, once each
@@ -252,12 +266,14 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
         for table, scheme in runs:
             if progress:
                 progress(f"bench bwe: {table['name']}, {scheme}")
-            done[(table["name"], scheme)] = _run_one(table, scheme, seed, seconds, plot_dir)
+            done[(table["name"], scheme)] = _run_one(table, scheme, seed, seconds, plot_dir,
+                                                     settings)
     else:
         # every run is its own seeded virtual-time simulation: the same figures whatever
         # the number of processes, in the same order
         with ProcessPoolExecutor(max_workers=min(jobs, len(runs))) as pool:
-            futures = {pool.submit(_run_one, table, scheme, seed, seconds, plot_dir):
+            futures = {pool.submit(_run_one, table, scheme, seed, seconds, plot_dir,
+                                   settings):
                        (table["name"], scheme) for table, scheme in runs}
             for count, future in enumerate(as_completed(futures), 1):
                 key = futures[future]
@@ -282,7 +298,7 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
     report: dict[str, Any] = {
         "params": {"seconds": seconds, "seed": seed, "rtt_ms": 2 * K_DELAY_MS,
                    "queue_packets": K_QUEUE_PACKETS, "traces": str(traces) if traces else None,
-                   "trace_starts_s": list(starts)},
+                   "trace_starts_s": list(starts), "bwe": changed},
         "scenarios": out,
     }
     if traces is None:
@@ -493,6 +509,10 @@ def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
                         help="processes to run the scenarios in (default: one per CPU; "
                              "the figures are the same for any N)")
+    parser.add_argument("--bwe", action="append", type=bwe_setting, metavar="KEY=VALUE",
+                        help="an estimator setting for edgewire's schemes (a BweConfig "
+                             "field, parts by dotted key: delivery.queue_target=0.02); "
+                             "repeatable; reno and cubic run as they are")
     parser.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
     parser.add_argument("--json", action="store_true")
 
@@ -536,7 +556,8 @@ def main_bench_bwe(args: argparse.Namespace, *,
     try:
         result = run_bench_bwe(seconds=args.seconds, seed=args.seed, schemes=schemes,
                                only=only, plot_dir=Path(args.plot) if args.plot else None,
-                               starts=starts, jobs=args.jobs, progress=progress)
+                               starts=starts, jobs=args.jobs,
+                               bwe=dict(args.bwe) if args.bwe else None, progress=progress)
     except ValueError as exc:
         print(f"edgewire: error: {exc}")
         return 2

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from edgewire.errors import LocalProtocolError
 from edgewire.netsim.bwe_report import plot_timeline
 from edgewire.netsim.multi import seeded_failover
 from edgewire.netsim.run import RunOptions, run_probe, run_scenario
 from edgewire.netsim.scenario import RECOVERY_MODES, load_scenario
-from edgewire.transport.bwe import DEFAULT_ESTIMATOR, estimator_names
+from edgewire.transport.bwe import DEFAULT_ESTIMATOR, estimator_names, parse_setting
 
 __all__ = ["ProgressBar", "add_netsim_parsers", "format_links", "parse_seeds", "run_netsim"]
 
@@ -96,6 +97,14 @@ def format_channels(channels: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def bwe_setting(text: str) -> tuple[str, object]:
+    """argparse type of ``--bwe KEY=VALUE`` (the key is checked when the run starts)."""
+    try:
+        return parse_setting(text)
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_netsim_parsers(sub: Any) -> None:
     """Add ``run`` and ``probe`` to the ``netsim`` sub-command's subparsers."""
     r = sub.add_parser("run", help="run a scenario's traffic over an edgewire session in "
@@ -117,6 +126,10 @@ def add_netsim_parsers(sub: Any) -> None:
     r.add_argument("--estimator", choices=estimator_names(),
                    help="bandwidth estimator (default: the scenario's, else "
                         f"{DEFAULT_ESTIMATOR})")
+    r.add_argument("--bwe", action="append", type=bwe_setting, metavar="KEY=VALUE",
+                   help="an estimator setting over the scenario's [transport.bwe] (a "
+                        "BweConfig field, parts by dotted key: delivery.queue_target=0.02); "
+                        "repeatable")
     r.add_argument("--plot", metavar="DIR",
                    help="write DIR/<scenario>-bwe.png: estimate, capacity and queueing "
                         "delay over time (needs matplotlib)")
@@ -157,7 +170,8 @@ def parse_seeds(text: str) -> list[int]:
 def _run_seeds(scenario: Any, args: argparse.Namespace) -> int:
     summary = seeded_failover(scenario, args.seeds,
                               RunOptions(cc=args.cc, estimator=args.estimator,
-                                         recovery=args.recovery))
+                                         recovery=args.recovery,
+                                         bwe=dict(args.bwe) if args.bwe else None))
     if args.json:
         print(json.dumps(summary))
     else:
@@ -180,7 +194,7 @@ def run_netsim(args: argparse.Namespace) -> int:
     bar = None if args.quiet else ProgressBar(f"netsim {args.netsim}")
     if args.netsim == "run":
         opts = RunOptions(seed=args.seed, cc=args.cc, estimator=args.estimator,
-                          recovery=args.recovery,
+                          recovery=args.recovery, bwe=dict(args.bwe) if args.bwe else None,
                           pcap_prefix=args.pcap, endpoint_log_prefix=args.endpoint_log)
         result = run_scenario(scenario, opts, progress=bar, wall_clock=time.perf_counter)
         if args.plot:

@@ -23,7 +23,7 @@ from edgewire.netsim.run import RunOptions, link_rng
 from edgewire.netsim.scenario import LinkEvent, Scenario, TrafficFlow
 from edgewire.netsim.traffic import AppSession, TrafficApp
 from edgewire.transport import ChannelOpened, MessageReceived, Session, SessionConfig
-from edgewire.transport.bwe import DEFAULT_ESTIMATOR
+from edgewire.transport.bwe import DEFAULT_ESTIMATOR, BweConfig, config_changes
 from edgewire.transport.qos import ChannelKind
 from edgewire.transport.recovery import RecoveryConfig
 from edgewire.workload.sources import Frame
@@ -150,6 +150,7 @@ def token_integrity(sent: list[tuple[tuple[int, ...], float]],
 
 def run_multi_scenario(scenario: Scenario, options: RunOptions, *, seed: int, cc: str,
                        recovery: str, estimator: str = DEFAULT_ESTIMATOR,
+                       bwe: BweConfig | None = None,
                        progress: Progress | None = None,
                        wall_clock: Callable[[], float] | None = None) -> dict[str, Any]:
     """Run a scenario with ``[[endpoints]]``; the result has the single-endpoint keys
@@ -161,8 +162,9 @@ def run_multi_scenario(scenario: Scenario, options: RunOptions, *, seed: int, cc
     config = MultipathConfig(failover_after_s=mp.failover_after_s,
                              probe_interval_s=mp.probe_interval_s,
                              ack_delay_s=mp.ack_delay_s, auto_failover=mp.auto_failover)
+    bwe = scenario.transport.bwe if bwe is None else bwe
     session_config = SessionConfig(shared_clock=True, stable_stream_order=True,
-                                   estimator=estimator,
+                                   estimator=estimator, bwe=bwe,
                                    skip_idle_sends=options.skip_idle_sends,
                                    ack_delay=scenario.transport.ack_delay_ms / 1000,
                                    recovery=RecoveryConfig(mode=recovery))
@@ -230,7 +232,8 @@ def run_multi_scenario(scenario: Scenario, options: RunOptions, *, seed: int, cc
         "duration_s": scenario.duration_s, "simulated_s": total,
         "wall_s": None if wall is None else round(wall, 3),
         "realtime_factor": None if not wall else round(total / wall, 2),
-        "transport": {"cc": cc, "estimator": estimator, "recovery": recovery},
+        "transport": {"cc": cc, "estimator": estimator, "recovery": recovery,
+                      "bwe": config_changes(bwe)},
         "links": {f"{name}-{d}": row["links"][d] for name, row in paths.items()
                   for d in ("uplink", "downlink")},
         "channels": {"up": client_app.summary(server_app, duration_s=stop),

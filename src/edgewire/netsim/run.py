@@ -4,7 +4,7 @@ virtual time, or raw probe packets through the same links; results as one JSON-r
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from edgewire.netsim.pcap import PcapTap
 from edgewire.netsim.scenario import RECOVERY_MODES, Scenario, ScenarioError
 from edgewire.netsim.traffic import TrafficApp
 from edgewire.transport import Session, SessionConfig
-from edgewire.transport.bwe import estimator_names
+from edgewire.transport.bwe import config_changes, config_with, estimator_names
 from edgewire.transport.quicstats import congestion_control_names
 from edgewire.transport.recovery import RecoveryConfig
 
@@ -48,6 +48,9 @@ class RunOptions:
     """Replaces ``[transport] cc``."""
     estimator: str | None = None
     """Replaces ``[transport] estimator``."""
+    bwe: Mapping[str, object] | None = None
+    """Estimator settings applied over ``[transport.bwe]`` (dotted keys:
+    ``{"delivery.queue_target": 0.02}``; ``transport.bwe.config_with``)."""
     recovery: str | None = None
     """Replaces ``[transport] recovery``."""
     pcap_prefix: str | None = None
@@ -120,6 +123,12 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
         raise ScenarioError(scenario.source, "transport.estimator",
                             f"unknown bandwidth estimator {estimator!r} "
                             f"(registered: {', '.join(estimator_names())})")
+    bwe = scenario.transport.bwe
+    if opts.bwe:
+        try:
+            bwe = config_with(bwe, opts.bwe)
+        except LocalProtocolError as exc:
+            raise ScenarioError(scenario.source, "transport.bwe", str(exc)) from None
     recovery = opts.recovery or scenario.transport.recovery
     if recovery not in RECOVERY_MODES:
         raise ScenarioError(scenario.source, "transport.recovery",
@@ -134,14 +143,14 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
         # multi-endpoint scenarios: a multi-session over one connection per endpoint
         from edgewire.netsim.multi import run_multi_scenario
         return run_multi_scenario(scenario, opts, seed=seed, cc=cc, estimator=estimator,
-                                  recovery=recovery,
+                                  recovery=recovery, bwe=bwe,
                                   progress=progress, wall_clock=wall_clock)
     started = wall_clock() if wall_clock else None
 
     client_qc, server_qc = simulation_quic_configs(
         congestion_control=cc, max_datagram_size=scenario.transport.max_datagram_size)
     session_config = SessionConfig(shared_clock=True, stable_stream_order=True,
-                                   estimator=estimator,
+                                   estimator=estimator, bwe=bwe,
                                    skip_idle_sends=opts.skip_idle_sends,
                                    ack_delay=scenario.transport.ack_delay_ms / 1000,
                                    recovery=RecoveryConfig(mode=recovery))
@@ -192,7 +201,8 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
         "simulated_s": total,
         "wall_s": None if wall is None else round(wall, 3),
         "realtime_factor": (None if not wall else round(total / wall, 2)),
-        "transport": {"cc": cc, "estimator": estimator, "recovery": recovery},
+        "transport": {"cc": cc, "estimator": estimator, "recovery": recovery,
+                      "bwe": config_changes(bwe)},
         "links": {"uplink": up.stats.summary(end=total),
                   "downlink": down.stats.summary(end=total)},
         "channels": {

@@ -24,7 +24,7 @@ from edgewire.netsim.config import (
     NoLoss,
 )
 from edgewire.netsim.trace import CapacityTrace, load_mahimahi
-from edgewire.transport.bwe import DEFAULT_ESTIMATOR, estimator_names
+from edgewire.transport.bwe import DEFAULT_ESTIMATOR, BweConfig, config_with, estimator_names
 from edgewire.transport.config import K_MAX_ACK_DELAY, K_MIN_ACK_DELAY
 from edgewire.transport.qos import ChannelKind, QoS, default_qos
 from edgewire.transport.quicstats import congestion_control_names
@@ -168,6 +168,10 @@ class TransportSettings:
     ack_delay_ms: float = 25.0
     """How long an ACK may wait to ride on a packet going the other way
     (``SessionConfig.ack_delay``)."""
+    bwe: BweConfig = field(default_factory=BweConfig)
+    """The estimators' settings: the defaults with the ``[transport.bwe]`` table's
+    (``BweConfig`` fields; its parts as sub-tables or dotted keys, e.g.
+    ``delivery.queue_target = 0.02``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -545,9 +549,13 @@ class _Parser:
             raise self.error("transport.ack_delay_ms",
                              f"must be in {K_MIN_ACK_DELAY * 1000:g} .. "
                              f"{K_MAX_ACK_DELAY * 1000:g} (the max_ack_delay QUIC advertises)")
+        try:
+            bwe = config_with(BweConfig(), self.table(table, "bwe", "transport."))
+        except LocalProtocolError as exc:
+            raise self.error("transport.bwe", str(exc)) from None
         return TransportSettings(cc=cc, estimator=estimator, recovery=recovery,
                                  max_datagram_size=mds,
-                                 ack_delay_ms=ack_ms)
+                                 ack_delay_ms=ack_ms, bwe=bwe)
 
 
 def _type_names(types: tuple[type, ...]) -> str:

@@ -25,6 +25,9 @@ from edgewire.transport.bwe.config import (
     LossConfig,
     ProbeConfig,
     TrendlineConfig,
+    config_changes,
+    config_with,
+    parse_setting,
 )
 from edgewire.transport.bwe.delivery import DeliveryEstimator
 from edgewire.transport.bwe.gcc import GccEstimator, LossBasedEstimator
@@ -44,7 +47,10 @@ __all__ = [
     "ProbeConfig",
     "ProbeRequest",
     "TrendlineConfig",
+    "config_changes",
+    "config_with",
     "create_estimator",
     "estimator_names",
+    "parse_setting",
     "register_estimator",
 ]

@@ -9,7 +9,9 @@ constants ``k_up``/``k_down`` are per millisecond, so those fields keep that con
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
 
 from edgewire.errors import LocalProtocolError
 
@@ -21,6 +23,9 @@ __all__ = [
     "LossConfig",
     "ProbeConfig",
     "TrendlineConfig",
+    "config_changes",
+    "config_with",
+    "parse_setting",
 ]
 
 
@@ -467,3 +472,111 @@ class BweConfig:
                                   ("probe", self.probe, ProbeConfig),
                                   ("delivery", self.delivery, DeliveryConfig)):
             _require(isinstance(value, kind), f"{name} must be a {kind.__name__}")
+
+
+def config_with(config: BweConfig, overrides: Mapping[str, object]) -> BweConfig:
+    """``config`` with the settings in ``overrides`` replaced.
+
+    Keys are field names, nested for the parts (``{"delivery": {"queue_target": 0.02}}``),
+    or dotted paths (``{"delivery.queue_target": 0.02, "start_bps": 600_000}``). A key
+    that names no setting, a value of the wrong type (a number for a number, an integer
+    for an integer, true or false for a switch, a table for a part) and a value the
+    config refuses raise :class:`LocalProtocolError` naming the key.
+    """
+    result: BweConfig = _replace(config, _nest(overrides), "")
+    return result
+
+
+def config_changes(config: BweConfig) -> dict[str, object]:
+    """The settings of ``config`` that differ from the defaults, by dotted path (a
+    report's record of what a run changed)."""
+    return _changes(config, BweConfig(), "")
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``"delivery.queue_target=0.02"`` -> ``("delivery.queue_target", 0.02)``: an integer,
+    a number, or true / false; :class:`LocalProtocolError` for anything else."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key or not raw:
+        raise LocalProtocolError(f"a setting is KEY=VALUE, got {text!r}")
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
+    try:
+        return key, int(raw)
+    except ValueError:
+        pass
+    try:
+        value = float(raw)
+    except ValueError:
+        raise LocalProtocolError(f"{key}: expected a number or true/false, got {raw!r}") \
+            from None
+    if not math.isfinite(value):
+        raise LocalProtocolError(f"{key}: expected a finite number, got {raw!r}")
+    return key, value
+
+
+def _nest(overrides: Mapping[str, object]) -> dict[str, object]:
+    nested: dict[str, object] = {}
+    for key, value in overrides.items():
+        if not isinstance(key, str) or not key:
+            raise LocalProtocolError(f"setting names are strings, got {key!r}")
+        head, dot, rest = key.partition(".")
+        if isinstance(value, Mapping):
+            value = _nest(value)
+        if dot:
+            value = _nest({rest: value})
+        existing = nested.get(head)
+        if isinstance(existing, dict) and isinstance(value, dict):
+            for k, v in value.items():
+                if k in existing:
+                    raise LocalProtocolError(f"{head}.{k}: set twice")
+                existing[k] = v
+        elif head in nested:
+            raise LocalProtocolError(f"{head}: set twice")
+        else:
+            nested[head] = value
+    return nested
+
+
+def _replace(obj: Any, table: Mapping[str, object], prefix: str) -> Any:
+    known = {f.name for f in fields(obj)}
+    changes: dict[str, object] = {}
+    for key, value in table.items():
+        path = prefix + key
+        if key not in known:
+            raise LocalProtocolError(f"{path}: no such setting (known: "
+                                     f"{', '.join(sorted(known))})")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise LocalProtocolError(f"{path}: expected a table of "
+                                         f"{type(current).__name__} settings, got {value!r}")
+            changes[key] = _replace(current, value, path + ".")
+        elif isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise LocalProtocolError(f"{path}: expected true or false, got {value!r}")
+            changes[key] = value
+        elif isinstance(current, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise LocalProtocolError(f"{path}: expected an integer, got {value!r}")
+            changes[key] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise LocalProtocolError(f"{path}: expected a number, got {value!r}")
+            changes[key] = float(value)
+    try:
+        return replace(obj, **changes)
+    except LocalProtocolError as exc:
+        raise LocalProtocolError(f"bwe settings: {exc}") from None
+
+
+def _changes(obj: Any, default: Any, prefix: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in fields(obj):
+        value, base = getattr(obj, f.name), getattr(default, f.name)
+        if is_dataclass(value):
+            out.update(_changes(value, base, f"{prefix}{f.name}."))
+        elif value != base:
+            out[prefix + f.name] = value
+    return out
