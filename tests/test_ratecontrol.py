@@ -218,6 +218,11 @@ def test_bench_bwe_settings_change_edgewire_only(capsys: pytest.CaptureFixture[s
         return run_bench_bwe(seconds=2.0, schemes=("edgewire", "reno"), only=("constant",),
                              bwe=bwe)
 
+    def parser_for(argv: list[str]) -> argparse.Namespace:
+        parser = argparse.ArgumentParser()
+        add_bench_bwe_arguments(parser)
+        return parser.parse_args(argv)
+
     plain, deeper = run(None), run({"delivery.queue_target": 0.03})
     assert plain["params"]["bwe"] == {}
     assert deeper["params"]["bwe"] == {"delivery.queue_target": 0.03}
@@ -226,6 +231,9 @@ def test_bench_bwe_settings_change_edgewire_only(capsys: pytest.CaptureFixture[s
     assert rows[1]["edgewire"]["queue_delay_p95_ms"] > rows[0]["edgewire"]["queue_delay_p95_ms"]
     # ...and leaves reno alone
     assert rows[1]["reno"] == rows[0]["reno"]
+    assert main_bench_bwe(parser_for(["--seconds", "1", "--only", "constant", "--schemes",
+                                      "edgewire", "--bwe", "delivery.gain=0.5"])) == 0
+    assert "edgewire's estimator settings: delivery.gain=0.5" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"--bwe: delivery\.queue_targt: no such setting"):
         run({"delivery.queue_targt": 0.03})
     parser = argparse.ArgumentParser()

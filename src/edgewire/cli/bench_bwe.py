@@ -564,6 +564,9 @@ def main_bench_bwe(args: argparse.Namespace, *,
     if args.json:
         print(json.dumps(result))
         return 0
+    if result["params"]["bwe"]:
+        print("edgewire's estimator settings: " + ", ".join(
+            f"{k}={v}" for k, v in result["params"]["bwe"].items()))
     for name, sc in result["scenarios"].items():
         print(name)
         print(f"  {'scheme':<19}{'kbit/s':>9}{'util':>7}{'qd p95':>9}{'own p95':>9}"
