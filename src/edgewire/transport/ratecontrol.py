@@ -219,13 +219,20 @@ class RateController:
     def get_timer(self) -> float | None:
         """The earliest of the estimator's, the feedback's, the probe's and the congestion
         controller's (window growth while silent) deadlines."""
-        probe = None
+        # called after every send and delivery: plain comparisons, no temporary list
+        best = self.estimator.get_timer()
+        t = self.recorder.get_timer()
+        if t is not None and (best is None or t < best):
+            best = t
         if self._probe is not None:
-            probe = self._next_padding if self._padding_left > 0 else self._probe_end()
-        cc = self.cc.get_timer() if self.cc is not None else None
-        times = [t for t in (self.estimator.get_timer(), self.recorder.get_timer(), probe, cc)
-                 if t is not None]
-        return min(times) if times else None
+            t = self._next_padding if self._padding_left > 0 else self._probe_end()
+            if best is None or t < best:
+                best = t
+        if self.cc is not None:
+            t = self.cc.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def probe_padding(self, now: float, room: int) -> list[bytes]:
         """PADDING of a probe the estimator asks for now, or the next one still owed.

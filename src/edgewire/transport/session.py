@@ -211,19 +211,31 @@ class Session(Receiver):
             dq = self._channels[cid].dgram_queue
             if dq is not None:
                 timer = earliest(timer, dq.next_deadline())
-        if not self.ready:
+        # called after every send and delivery: plain comparisons where it is hot
+        if self.version is None:  # not ready
             timer = earliest(timer, self._hello_deadline)
-        if self.ready:
-            timer = earliest(timer, self._rate.get_timer())
+        else:
+            rate = self._rate
+            t = rate.get_timer()
+            if t is not None and (timer is None or t < timer):
+                timer = t
             if self._local_sending:
-                timer = earliest(timer, self._rate.next_allocation)
+                t = rate.next_allocation
+                if timer is None or t < timer:
+                    timer = t
         for state in self._recovering:
             # a channel has one half or the other
             rec = state.send_recovery or state.receive_recovery
             t = rec.get_timer() if rec is not None else None
             if t is not None and (timer is None or t < timer):
                 timer = t
-        return earliest(timer, self._probe_at, self._receive_timer())
+        t = self._probe_at
+        if t is not None and (timer is None or t < timer):
+            timer = t
+        t = self._receive_timer()
+        if t is not None and (timer is None or t < timer):
+            timer = t
+        return timer
 
     def datagrams_to_send(self, *, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """UDP datagrams to send now, with their destinations."""

@@ -158,9 +158,18 @@ class FeedbackEstimator(BandwidthEstimator):
 
     def get_timer(self) -> float | None:
         """Earliest deadline not yet handled by :meth:`on_timer`."""
-        times = [t for t in (self._timeout_deadline(), self._next_deadline())
-                 if t is not None and t > self._last_timer]
-        return min(times) if times else None
+        # called after every send and delivery: plain comparisons, no temporary list
+        last = self._last_timer
+        best: float | None = None
+        since = self._unanswered_since
+        if since is not None:
+            timeout = since + self._timeout_interval()
+            if timeout > last:
+                best = timeout
+        own = self._next_deadline()
+        if own is not None and own > last and (best is None or own < best):
+            best = own
+        return best
 
     def probe_request(self, *, now: float) -> ProbeRequest | None:
         """No probing by default."""
