@@ -861,6 +861,21 @@ def test_bounded_memory_under_a_flood() -> None:
     assert est.state()["stale_results"] == 1
 
 
+def test_tracked_sequences_forget_the_oldest_first() -> None:
+    # 300 sequences through a table of 100: the newest 100 are remembered (a repeat is a
+    # duplicate), the older ones are stale; the order kept for eviction stays as small
+    est = create_estimator("delivery", BweConfig(max_tracked_sequences=100))
+    est.on_feedback([PacketResult(s, s * 0.001, 1200, s * 0.001 + 0.02)
+                     for s in range(300)], now=1.0)
+    assert est.state()["tracked_sequences"] == 100
+    assert len(est._seen_order) == 100  # type: ignore[attr-defined]
+    est.on_feedback([PacketResult(250, 0.25, 1200, 0.27)], now=1.1)
+    assert est.state()["duplicate_results"] == 1
+    est.on_feedback([PacketResult(150, 0.15, 1200, 0.17)], now=1.2)
+    assert est.state()["stale_results"] == 1
+    assert est.state()["packets_received"] == 300
+
+
 _times = st.one_of(st.floats(min_value=0.0, max_value=1e4),
                    st.sampled_from([float("nan"), float("inf"), -1.0, 0.0]))
 _results = st.builds(

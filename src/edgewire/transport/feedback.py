@@ -372,7 +372,8 @@ class SentHistory:
         """Remember a packet that left (in packet-number order)."""
         sent = self._sent
         sent[packet_number] = _Sent(now, size, cluster)
-        self._largest = max(self._largest, packet_number)
+        if packet_number > self._largest:
+            self._largest = packet_number
         while len(sent) > self._max_packets:
             sent.popitem(last=False)
         while sent and now - next(iter(sent.values())).time > self._max_age:

@@ -151,10 +151,14 @@ class RateController:
         if largest >= 0:
             self.recorder.on_packet(largest, now, window)
 
-    def feedback(self, now: float, *, with_data: bool, room: int) -> list[bytes]:
-        """FEEDBACK datagrams due now (``with_data``: a data packet is about to go)."""
+    def feedback(self, now: float, *, with_data: bool, room: int | None = None) -> list[bytes]:
+        """FEEDBACK datagrams due now (``with_data``: a data packet is about to go), each
+        at most ``room`` bytes (default: the largest DATAGRAM payload of the connection,
+        looked up only when a report is due: this is asked before every send)."""
         if not self.recorder.due(now, with_data=with_data):
             return []
+        if room is None:
+            room = quicstats.max_datagram_payload(self.quic)
         return list(self.recorder.take(now, room))
 
     def feedback_wish_ms(self) -> int:

@@ -241,11 +241,10 @@ class Session(Receiver):
         """UDP datagrams to send now, with their destinations."""
         if self.ready and not self.closed:
             rate = self._rate
-            room = quicstats.max_datagram_payload(self.quic)
-            for datagram in reversed(rate.feedback(now, with_data=bool(self._backlog),
-                                                   room=room)):
+            for datagram in reversed(rate.feedback(now, with_data=bool(self._backlog))):
                 quicstats.send_datagram_first(self.quic, datagram)
             if self._elastic:  # probes find capacity for what can use more of it
+                room = quicstats.max_datagram_payload(self.quic)
                 for datagram in rate.probe_padding(now, room):
                     self.quic.send_datagram_frame(datagram)
         if self._backlog and self.ready and not self.closed:

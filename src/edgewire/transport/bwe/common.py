@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,9 +59,12 @@ class FeedbackEstimator(BandwidthEstimator):
         self._loss = LossBasedControl(config.loss, start_bps=config.start_bps,
                                       min_bps=config.min_bps, max_bps=config.max_bps)
         self._target = config.start_bps
-        # sequence -> received; insertion order is (about) sequence order, so the oldest
-        # entry is the one to forget when the table is full
+        # sequence -> received, and the sequences in the order they were first seen
+        # (about sequence order): the oldest is the one to forget when the table is full.
+        # A dict alone would find its oldest key by skipping every slot deleted before it,
+        # thousands per packet once the table is full
         self._seen: dict[int, bool] = {}
+        self._seen_order: deque[int] = deque()
         self._stale_below = -1
         self._unanswered_since: float | None = None
         self._last_timer = -math.inf
@@ -93,7 +97,9 @@ class FeedbackEstimator(BandwidthEstimator):
 
     def on_sent(self, *, size_bytes: int, now: float) -> None:
         """Count a sent packet."""
-        if not _nonneg_int(size_bytes) or size_bytes > K_MAX_PACKET_BYTES:
+        # once per packet sent: the test of _nonneg_int, inline
+        if (not isinstance(size_bytes, int) or isinstance(size_bytes, bool)
+                or not 0 <= size_bytes <= K_MAX_PACKET_BYTES):
             raise LocalProtocolError(
                 f"size_bytes must be an int in 0..{K_MAX_PACKET_BYTES}, got {size_bytes!r}")
         self._begin(now)
@@ -181,10 +187,12 @@ class FeedbackEstimator(BandwidthEstimator):
     def _remember(self, seq: int, received: bool) -> None:
         seen = self._seen
         if len(seen) >= self._config.max_tracked_sequences:
-            oldest = next(iter(seen))
+            oldest = self._seen_order.popleft()
             del seen[oldest]
-            self._stale_below = max(self._stale_below, oldest)
+            if oldest > self._stale_below:
+                self._stale_below = oldest
         seen[seq] = received
+        self._seen_order.append(seq)
 
     def _timeout_interval(self) -> float:
         cfg = self._config
