@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aioquic.buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
@@ -19,7 +20,7 @@ from edgewire.netsim.link import Link
 from edgewire.netsim.nodes import ServerEndpoint, simulation_quic_configs
 from edgewire.netsim.run import CLIENT_ADDR as SIM_CLIENT
 from edgewire.netsim.run import SERVER_ADDR as SIM_SERVER
-from edgewire.transport import Event, Session, SessionConfig, quic_configuration
+from edgewire.transport import Event, Session, SessionConfig, quic_configuration, quicstats
 from edgewire.transport.bwe import BweConfig
 
 CLIENT_ADDR = ("10.0.0.1", 1111)
@@ -168,3 +169,24 @@ def simulated_pair(config: SessionConfig, *, max_data: int | None = None
                 Link(LinkConfig(delay_ms=10), rng=random.Random(2)))
     client.connect(SIM_SERVER, now=0.0)
     return sim, client, server
+
+
+class CheckedNothingToSend:
+    """Wraps ``nothing_to_send``: every "nothing" answer is checked against aioquic itself.
+    When nothing is to be sent, ``datagrams_to_send`` changes nothing that matters, so the
+    run goes on exactly as it would have."""
+
+    def __init__(self) -> None:
+        self.real = quicstats.nothing_to_send
+        self.skips = 0
+        self.wrong: list[tuple[float, int]] = []
+
+    def __call__(self, quic: Any, now: float) -> bool:
+        answer = self.real(quic, now)
+        if answer:
+            self.skips += 1
+            timer = quic.get_timer()
+            sent = quic.datagrams_to_send(now=now)
+            if sent or quic.get_timer() != timer:
+                self.wrong.append((now, len(sent)))
+        return answer

@@ -17,8 +17,9 @@ from edgewire.errors import (
     LocalProtocolError,
     QueueFullError,
 )
-from edgewire.transport import QoS, SessionConfig, TokenMessage, default_qos
+from edgewire.transport import QoS, SessionConfig, TokenMessage, default_qos, quicstats
 from edgewire.transport.bwe import BweConfig
+from tests.helpers import CheckedNothingToSend
 
 
 async def _echo_server(cert_pair: tuple[str, str], got: dict[str, list[object]]
@@ -83,6 +84,43 @@ async def test_four_channels_over_loopback(cert_pair: tuple[str, str]) -> None:
     for i, received in enumerate(got["embeddings"]):
         assert np.array_equal(received, array * i)  # type: ignore[arg-type]
     assert got["video"][3] == bytes([3]) * 30_000
+
+
+@pytest.mark.asyncio
+async def test_idle_send_shortcut_is_exact_over_loopback(
+        cert_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sessions skip asking aioquic for datagrams when its state shows nothing to send
+    # (SessionConfig.skip_idle_sends, on by default). Over real sockets and a real clock,
+    # every such answer is checked here against aioquic itself, on both ends
+    checked = CheckedNothingToSend()
+    monkeypatch.setattr(quicstats, "nothing_to_send", checked)
+    assert SessionConfig().skip_idle_sends
+    got: dict[str, list[object]] = {}
+    server = await _echo_server(cert_pair, got)
+    port = server.address[1]
+    cfg = SessionConfig(bwe=BweConfig(start_bps=20_000_000, max_bps=30_000_000))
+    patient = 30_000.0
+    async with edgewire.connect(f"edgewire://localhost:{port}", cafile=cert_pair[0],
+                                config=cfg) as conn:
+        channels = [await conn.channel(kind, qos=default_qos(kind).with_(deadline_ms=patient))
+                    for kind in ("audio", "video")]
+        channels += [await conn.channel("tokens"), await conn.channel("embeddings")]
+        audio, video, tokens, emb = channels
+        for i in range(30):
+            await audio.send(bytes([i]) * 80)
+            await video.send(bytes([i]) * 20_000, keyframe=i == 0)
+            await tokens.send(TokenMessage(ids=(i,), text=str(i)))
+            await emb.send(np.full(256, i, dtype=np.float32))
+            await asyncio.sleep(0.01)
+        for ch in channels:
+            await ch.drain()
+            await ch.close()
+        report = await asyncio.wait_for(conn.recv_app_message(), 10)
+    server.close()
+    await server.wait_closed()
+    assert report == {"done": {"audio": 30, "video": 30, "tokens": 30, "embeddings": 30}}
+    assert checked.wrong == []
+    assert checked.skips > 50  # the shortcut was taken, and every time rightly
 
 
 @pytest.mark.asyncio

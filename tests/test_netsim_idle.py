@@ -15,7 +15,7 @@ from edgewire.netsim.run import CLIENT_ADDR, RunOptions, run_scenario
 from edgewire.netsim.scenario import load_scenario, parse_scenario
 from edgewire.transport import Session, SessionConfig, quicstats
 from edgewire.transport.bwe import BweConfig
-from tests.helpers import simulated_pair
+from tests.helpers import CheckedNothingToSend, simulated_pair
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((REPO / "scenarios").glob("*.toml"))
@@ -27,37 +27,16 @@ def _strip(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Checked:
-    """Wraps ``nothing_to_send``: every "nothing" answer is checked against aioquic itself.
-    When nothing is to be sent, ``datagrams_to_send`` changes nothing that matters, so the
-    run goes on exactly as it would have."""
-
-    def __init__(self) -> None:
-        self.real = quicstats.nothing_to_send
-        self.skips = 0
-        self.wrong: list[tuple[float, int]] = []
-
-    def __call__(self, quic: Any, now: float) -> bool:
-        answer = self.real(quic, now)
-        if answer:
-            self.skips += 1
-            timer = quic.get_timer()
-            sent = quic.datagrams_to_send(now=now)
-            if sent or quic.get_timer() != timer:
-                self.wrong.append((now, len(sent)))
-        return answer
-
-
 @pytest.fixture
-def checked(monkeypatch: pytest.MonkeyPatch) -> _Checked:
-    check = _Checked()
+def checked(monkeypatch: pytest.MonkeyPatch) -> CheckedNothingToSend:
+    check = CheckedNothingToSend()
     monkeypatch.setattr(quicstats, "nothing_to_send", check)
     return check
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_shipped_scenarios_identical_with_and_without_the_shortcut(
-        path: Path, checked: _Checked) -> None:
+        path: Path, checked: CheckedNothingToSend) -> None:
     sc = load_scenario(path)
     fast = run_scenario(sc, RunOptions(skip_idle_sends=True))
     assert checked.wrong == []
@@ -68,7 +47,8 @@ def test_shipped_scenarios_identical_with_and_without_the_shortcut(
     assert _strip(fast) == _strip(slow)
 
 
-def test_lossy_streams_identical_with_and_without_the_shortcut(checked: _Checked) -> None:
+def test_lossy_streams_identical_with_and_without_the_shortcut(
+        checked: CheckedNothingToSend) -> None:
     # heavy loss and a small queue: retransmitted stream data, MAX_STREAM_DATA and
     # MAX_STREAMS updates and PTO probes all happen while the shortcut is active
     sc = parse_scenario({
@@ -134,7 +114,7 @@ def test_nothing_to_send_follows_aioquic_state() -> None:
     assert quic.datagrams_to_send(now=now)
 
 
-def test_receive_window_update_is_not_skipped(checked: _Checked) -> None:
+def test_receive_window_update_is_not_skipped(checked: CheckedNothingToSend) -> None:
     """A peer that fills half of a stream's receive window must get MAX_STREAM_DATA: the
     shortcut has to see that, though no application data waits."""
     sim, client, server = _pair()
@@ -156,7 +136,7 @@ def test_receive_window_update_is_not_skipped(checked: _Checked) -> None:
     assert not session.closed
 
 
-def test_connection_window_update_is_not_skipped(checked: _Checked) -> None:
+def test_connection_window_update_is_not_skipped(checked: CheckedNothingToSend) -> None:
     """Many streams, each under half of its own window, together over half of the
     connection's: only MAX_DATA is due, and the shortcut must see it."""
     sim, client, server = _pair(max_data=4 << 20)
