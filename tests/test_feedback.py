@@ -248,6 +248,22 @@ def test_history_is_bounded() -> None:
     assert hist.counters.stale_packets == 1
 
 
+def test_history_forgets_by_age_after_the_count_cap() -> None:
+    # the count cap drops the oldest first; the age limit then goes on from the new oldest
+    hist = SentHistory(max_packets=50, max_age=1.0)
+    for pn in range(200):
+        hist.on_sent(pn, 1200, pn * 0.01, None)
+    assert len(hist) == 50  # 150..199, all within 1 s of the newest
+    hist.on_sent(200, 1200, 2.605, None)
+    assert len(hist) == 40  # 150 by the count, 151..160 by age: 161..200 remain
+    hist.on_feedback(encode_feedback(1, 160, [2.7]))
+    assert hist.counters.stale_packets == 1
+    hist.on_feedback(encode_feedback(2, 161, [2.7]))
+    assert hist.counters.stale_packets == 1  # 161 is still known
+    hist.on_sent(201, 1200, 2.606, None)
+    assert len(hist) == 41  # nothing more has aged out
+
+
 def test_recorder_reports_at_the_interval_the_peer_asks_for() -> None:
     rec = ArrivalRecorder()
     arrive = _arriver(rec)

@@ -114,39 +114,72 @@ class FeedbackEstimator(BandwidthEstimator):
         c["feedback_reports"] += 1
         self._unanswered_since = None
         received = lost = recovered = 0
+        bad = stale = duplicates = missing = 0
         seen = self._seen
+        order = self._seen_order
+        capacity = self._config.max_tracked_sequences
+        acked_add = self._acked.add
+        on_received = self._on_received
+        # once per packet reported: the common case (exact int and float fields, as the
+        # feedback decoder makes them) is checked inline, anything else by is_valid_result
         for p in packets:
-            if not is_valid_result(p):
-                c["bad_results"] += 1
+            if type(p) is PacketResult:
+                seq = p.sequence
+                arrival = p.arrival_time
+                size = p.size_bytes
+                sent = p.send_time
+                cluster = p.probe_cluster
+                fast = (type(seq) is int and seq >= 0
+                        and type(size) is int and 0 <= size <= K_MAX_PACKET_BYTES
+                        and type(sent) is float and 0.0 <= sent < math.inf
+                        and (arrival is None
+                             or (type(arrival) is float and 0.0 <= arrival < math.inf))
+                        and (cluster is None or (type(cluster) is int and cluster >= 0)))
+                if not fast and not is_valid_result(p):
+                    bad += 1
+                    continue
+            elif not is_valid_result(p):
+                bad += 1
                 continue
-            seq = p.sequence
+            else:
+                seq = p.sequence
+                arrival = p.arrival_time
+                size = p.size_bytes
             if seq <= self._stale_below:
-                c["stale_results"] += 1
+                stale += 1
                 continue
             prior = seen.get(seq)
-            arrival = p.arrival_time
             if arrival is None:
                 if prior is None:
-                    self._remember(seq, False)
+                    if len(seen) >= capacity:
+                        self._forget_oldest()
+                    seen[seq] = False
+                    order.append(seq)
                     if self._counts_loss(p):
                         lost += 1
-                    c["packets_lost"] += 1
+                    missing += 1
                 # reported missing again, or after it arrived: nothing new
                 continue
             if prior is True:
-                c["duplicate_results"] += 1
+                duplicates += 1
                 continue
             if prior is False:
                 seen[seq] = True
                 recovered += 1
-                c["packets_lost"] -= 1
-                c["late_arrivals"] += 1
             else:
-                self._remember(seq, True)
+                if len(seen) >= capacity:
+                    self._forget_oldest()
+                seen[seq] = True
+                order.append(seq)
                 received += 1
-            c["packets_received"] += 1
-            self._acked.add(arrival, p.size_bytes)
-            self._on_received(p, arrival)
+            acked_add(arrival, size)
+            on_received(p, arrival)
+        c["bad_results"] += bad
+        c["stale_results"] += stale
+        c["duplicate_results"] += duplicates
+        c["packets_lost"] += missing - recovered
+        c["late_arrivals"] += recovered
+        c["packets_received"] += received + recovered
         self._loss.on_report(now=now, received=received, lost=lost, recovered=recovered)
         self._update(now)
 
@@ -184,15 +217,13 @@ class FeedbackEstimator(BandwidthEstimator):
 
     # ------------------------------------------------------------------ helpers
 
-    def _remember(self, seq: int, received: bool) -> None:
-        seen = self._seen
-        if len(seen) >= self._config.max_tracked_sequences:
-            oldest = self._seen_order.popleft()
-            del seen[oldest]
-            if oldest > self._stale_below:
-                self._stale_below = oldest
-        seen[seq] = received
-        self._seen_order.append(seq)
+    def _forget_oldest(self) -> None:
+        """Make room in the table of tracked sequences: the oldest goes, and results for
+        it or anything older are stale from now on."""
+        oldest = self._seen_order.popleft()
+        del self._seen[oldest]
+        if oldest > self._stale_below:
+            self._stale_below = oldest
 
     def _timeout_interval(self) -> float:
         cfg = self._config

@@ -72,14 +72,15 @@ class AckedRate:
             return  # arrived (late in the feedback) before the window: nothing to add
         if latest is None or arrival_time > latest:
             self._latest = latest = arrival_time
-        if len(self._packets) >= self._max_packets:
+        packets = self._packets
+        if len(packets) >= self._max_packets:
             self._pop()
             self.truncated += 1
-        self._packets.append((arrival_time, size_bytes))
+        packets.append((arrival_time, size_bytes))
         self._bytes += size_bytes
         cutoff = latest - self._window
-        while self._packets and self._packets[0][0] <= cutoff:
-            self._pop()
+        while packets and packets[0][0] <= cutoff:
+            self._bytes -= packets.popleft()[1]
 
     def _pop(self) -> None:
         _, size = self._packets.popleft()
@@ -145,11 +146,12 @@ class SendRate:
         if self._first is None:
             self._first = now
         start = now - now % self._bin
-        if self._bins and self._bins[-1][0] >= start:
+        bins = self._bins
+        if bins and (last := bins[-1])[0] >= start:
             # same bin (or a clock that stepped back a little: charge it to the last bin)
-            self._bins[-1][1] += size_bytes
+            last[1] += size_bytes
         else:
-            self._bins.append([start, float(size_bytes)])
+            bins.append([start, float(size_bytes)])
 
     def rate_bps(self, now: float) -> float | None:
         """The send rate, or None before ``window`` seconds of history exist."""
@@ -184,14 +186,15 @@ class SentLog:
         """Log a packet sent at ``now`` (a clock that steps back is taken as the latest
         entry's time, so the log stays sorted)."""
         times = self._times
-        if len(times) > self._head and now < times[-1]:
+        head = self._head
+        if len(times) > head and now < times[-1]:
             now = times[-1]
         times.append(now)
         self._before.append(self._total)
         self._total += size_bytes
-        head = self._head
-        while (len(times) - head > self._max_entries
-               or (head < len(times) and times[head] < now - self._window)):
+        n = len(times)
+        oldest = now - self._window
+        while n - head > self._max_entries or (head < n and times[head] < oldest):
             head += 1
         if head > 1024 and head * 2 > len(times):
             del times[:head]
