@@ -34,7 +34,6 @@ were reordered). PADDING datagrams (type 4) fill probe clusters; receivers drop 
 
 from __future__ import annotations
 
-import math
 import struct
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -363,7 +362,6 @@ class SentHistory:
     def __init__(self, *, max_packets: int = K_HISTORY_PACKETS,
                  max_age: float = K_HISTORY_AGE) -> None:
         self._sent: OrderedDict[int, _Sent] = OrderedDict()  # by packet number
-        self._oldest_time = -math.inf  # at most the oldest entry's send time
         self._max_packets = max_packets
         self._max_age = max_age
         self._largest = -1
@@ -378,12 +376,8 @@ class SentHistory:
             self._largest = packet_number
         while len(sent) > self._max_packets:
             sent.popitem(last=False)
-        # the oldest entry's age, once per packet sent: its time is kept aside so the
-        # common case (nothing to forget) costs one comparison
-        if now - self._oldest_time > self._max_age:
-            while sent and now - next(iter(sent.values())).time > self._max_age:
-                sent.popitem(last=False)
-            self._oldest_time = next(iter(sent.values())).time if sent else now
+        while sent and now - next(iter(sent.values())).time > self._max_age:
+            sent.popitem(last=False)
 
     def on_feedback(self, data: bytes) -> list[PacketResult]:
         """The estimator's rows for one FEEDBACK datagram (empty if it was unusable)."""

@@ -151,15 +151,13 @@ class RateController:
         if largest >= 0:
             self.recorder.on_packet(largest, now, window)
 
-    def feedback(self, now: float, *, with_data: bool, room: int | None = None) -> list[bytes]:
+    def feedback(self, now: float, *, with_data: bool) -> list[bytes]:
         """FEEDBACK datagrams due now (``with_data``: a data packet is about to go), each
-        at most ``room`` bytes (default: the largest DATAGRAM payload of the connection,
-        looked up only when a report is due: this is asked before every send)."""
+        at most the largest DATAGRAM payload of the connection (looked up only when a
+        report is due: this is asked before every send)."""
         if not self.recorder.due(now, with_data=with_data):
             return []
-        if room is None:
-            room = quicstats.max_datagram_payload(self.quic)
-        return list(self.recorder.take(now, room))
+        return list(self.recorder.take(now, quicstats.max_datagram_payload(self.quic)))
 
     def feedback_wish_ms(self) -> int:
         """The feedback interval (ms) our estimator asks the peer for; 0 for no wish."""

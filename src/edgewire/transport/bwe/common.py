@@ -116,45 +116,33 @@ class FeedbackEstimator(BandwidthEstimator):
         received = lost = recovered = 0
         bad = stale = duplicates = missing = 0
         seen = self._seen
-        order = self._seen_order
-        capacity = self._config.max_tracked_sequences
         acked_add = self._acked.add
         on_received = self._on_received
         # once per packet reported: the common case (exact int and float fields, as the
         # feedback decoder makes them) is checked inline, anything else by is_valid_result
         for p in packets:
+            plain = False
             if type(p) is PacketResult:
-                seq = p.sequence
-                arrival = p.arrival_time
-                size = p.size_bytes
-                sent = p.send_time
-                cluster = p.probe_cluster
-                fast = (type(seq) is int and seq >= 0
-                        and type(size) is int and 0 <= size <= K_MAX_PACKET_BYTES
-                        and type(sent) is float and 0.0 <= sent < math.inf
-                        and (arrival is None
-                             or (type(arrival) is float and 0.0 <= arrival < math.inf))
-                        and (cluster is None or (type(cluster) is int and cluster >= 0)))
-                if not fast and not is_valid_result(p):
+                seq, arrival, size = p.sequence, p.arrival_time, p.size_bytes
+                sent, cluster = p.send_time, p.probe_cluster
+                plain = (type(seq) is int and seq >= 0
+                         and type(size) is int and 0 <= size <= K_MAX_PACKET_BYTES
+                         and type(sent) is float and 0.0 <= sent < math.inf
+                         and (arrival is None
+                              or (type(arrival) is float and 0.0 <= arrival < math.inf))
+                         and (cluster is None or (type(cluster) is int and cluster >= 0)))
+            if not plain:
+                if not is_valid_result(p):
                     bad += 1
                     continue
-            elif not is_valid_result(p):
-                bad += 1
-                continue
-            else:
-                seq = p.sequence
-                arrival = p.arrival_time
-                size = p.size_bytes
+                seq, arrival, size = p.sequence, p.arrival_time, p.size_bytes
             if seq <= self._stale_below:
                 stale += 1
                 continue
             prior = seen.get(seq)
             if arrival is None:
                 if prior is None:
-                    if len(seen) >= capacity:
-                        self._forget_oldest()
-                    seen[seq] = False
-                    order.append(seq)
+                    self._remember(seq, False)
                     if self._counts_loss(p):
                         lost += 1
                     missing += 1
@@ -167,10 +155,7 @@ class FeedbackEstimator(BandwidthEstimator):
                 seen[seq] = True
                 recovered += 1
             else:
-                if len(seen) >= capacity:
-                    self._forget_oldest()
-                seen[seq] = True
-                order.append(seq)
+                self._remember(seq, True)
                 received += 1
             acked_add(arrival, size)
             on_received(p, arrival)
@@ -217,13 +202,17 @@ class FeedbackEstimator(BandwidthEstimator):
 
     # ------------------------------------------------------------------ helpers
 
-    def _forget_oldest(self) -> None:
-        """Make room in the table of tracked sequences: the oldest goes, and results for
-        it or anything older are stale from now on."""
-        oldest = self._seen_order.popleft()
-        del self._seen[oldest]
-        if oldest > self._stale_below:
-            self._stale_below = oldest
+    def _remember(self, seq: int, received: bool) -> None:
+        """Track a sequence seen for the first time; when the table is full the oldest
+        goes, and results for it or anything older are stale from then on."""
+        seen = self._seen
+        if len(seen) >= self._config.max_tracked_sequences:
+            oldest = self._seen_order.popleft()
+            del seen[oldest]
+            if oldest > self._stale_below:
+                self._stale_below = oldest
+        seen[seq] = received
+        self._seen_order.append(seq)
 
     def _timeout_interval(self) -> float:
         cfg = self._config

@@ -80,7 +80,7 @@ class AckedRate:
         self._bytes += size_bytes
         cutoff = latest - self._window
         while packets and packets[0][0] <= cutoff:
-            self._bytes -= packets.popleft()[1]
+            self._pop()
 
     def _pop(self) -> None:
         _, size = self._packets.popleft()
