@@ -19,7 +19,7 @@ arrivals):
 The loss-based controller of ``gcc`` still bounds the target. The script registers this
 estimator under the name "gcc" in its own process only, so netsim's sessions use it, and
 prints one line per scenario with the figures ``edgewire bench bwe`` reports. Results of
-its variants are in docs/BWE.md ("What was tried on the traces").
+its variants are in docs/BWE-HISTORY.md ("What the traces allow, and what was tried on them").
 """
 
 from __future__ import annotations
