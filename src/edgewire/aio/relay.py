@@ -33,7 +33,7 @@ from edgewire.netsim.config import LinkConfig
 from edgewire.netsim.link import Delivery, Link
 from edgewire.netsim.run import link_rng
 from edgewire.netsim.scenario import LinkEvent, Scenario
-from edgewire.netsim.stats import Samples
+from edgewire.netsim.stats import LinkStats, Samples
 
 __all__ = [
     "K_IDLE_TIMEOUT_S",
@@ -184,6 +184,21 @@ class Relay:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._end is not None
+
+    def now(self) -> float:
+        """Seconds since the relay started, on the links' clock (scenario events and
+        link statistics are timed on it)."""
+        return self._end if self._end is not None else self._now()
+
+    def link_stats(self, direction: str) -> LinkStats:
+        """The live statistics of the "uplink" (clients to upstream) or "downlink" link:
+        for timelines (``take_recent_queue_delay``, ``capacity_bits_until``) while the
+        relay runs; :meth:`stats` gives the JSON-ready summary."""
+        if direction == "uplink":
+            return self._uplink.stats
+        if direction == "downlink":
+            return self._downlink.stats
+        raise LocalProtocolError(f'direction must be "uplink" or "downlink", got {direction!r}')
 
     def close(self) -> None:
         """Stop relaying: close every socket and drop what the links still hold."""

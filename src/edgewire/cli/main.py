@@ -119,6 +119,10 @@ def _bench(args: argparse.Namespace) -> int:
         from edgewire.cli.bench_bwe import main_bench_bwe
 
         return main_bench_bwe(args, progress=_progress)
+    if args.bench == "bwe-sockets":
+        from edgewire.cli.bench_bwe_sockets import main_bench_bwe_sockets
+
+        return main_bench_bwe_sockets(args, progress=_progress)
     if args.bench == "bound":
         from edgewire.cli.bench_bound import main_bench_bound
 
@@ -244,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_bwe_arguments(bsub.add_parser(
         "bwe", help="congestion control in netsim: edgewire vs reno and cubic "
                     "(throughput, queueing delay, Pantheon chart)"))
+    from edgewire.cli.bench_bwe_sockets import add_bench_bwe_sockets_arguments
+
+    add_bench_bwe_sockets_arguments(bsub.add_parser(
+        "bwe-sockets", help="the bwe constant and step scenarios over real UDP sockets "
+                            "through the real-time relay: edgewire vs reno and cubic"))
     from edgewire.cli.bench_bound import add_bench_bound_arguments
 
     add_bench_bound_arguments(bsub.add_parser(

@@ -1,0 +1,333 @@
+"""``edgewire bench bwe-sockets``: the congestion-control scenarios over real UDP sockets.
+
+``edgewire bench bwe`` runs its scenarios in netsim's virtual time. This benchmark runs the
+same scenario tables (``bench_bwe.scenarios``: the constant 2 Mbit/s link and the step
+2 → 0.5 → 2 Mbit/s by default, the cellular traces with ``--only trace``) through the
+real-time relay (``edgewire.aio.relay``: the same link model, fed with ``loop.time()``)
+between a real edgewire server and client on loopback UDP, with TLS verified against a
+self-signed certificate. What runs is what an application gets from ``edgewire.serve``
+and ``edgewire.connect``: the asyncio adapter, aioquic, the socket buffers and the event
+loop's timing.
+
+The server sends 32 kbit/s audio (80-byte frames every 20 ms) and a bulk embeddings
+transfer (4 x 768 float32 per message, sent as fast as the channel takes them) towards
+the client, as in ``bench bwe``. Per run: throughput and utilization (payload the client
+received before the traffic stopped, against the link's capacity up to then; ``bench
+bwe`` also counts what lands in the 2 s after the stop, which can take it above 1),
+``link_utilization`` (every byte the link carried by then, QUIC and edgewire headers,
+ACKs and feedback included), p95
+queueing delay, p95 self-inflicted queueing delay and p95 one-way delay of the relay's
+downlink, the sender's mean bandwidth estimate, and how late the relay delivered in real
+time (``late_ms``: the lateness of the event loop, which the link model does not see);
+for the step, the same reaction times as ``bench bwe``. The scenarios take their duration
+in real time, one scheme after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import edgewire
+from edgewire.aio.relay import Relay, start_relay
+from edgewire.certs import write_self_signed
+from edgewire.cli.bench_bwe import _goals, _step_figures, scenarios, scheme_transport
+from edgewire.cli.bench_bwe import _trace_dir as trace_dir
+from edgewire.netsim.bwe_report import plot_timeline
+from edgewire.netsim.scenario import parse_scenario
+from edgewire.transport.bwe import DEFAULT_ESTIMATOR
+from edgewire.transport.config import SessionConfig
+
+__all__ = ["SCHEMES", "add_bench_bwe_sockets_arguments", "main_bench_bwe_sockets",
+           "run_bench_bwe_sockets"]
+
+#: Schemes run by default: edgewire's controller (default estimator), aioquic's two.
+SCHEMES = ("edgewire", "reno", "cubic")
+#: Scenarios run by default (name prefixes of ``bench_bwe.scenarios``).
+DEFAULT_ONLY = ("constant", "step")
+#: Timeline sampling period, seconds.
+K_SAMPLE_S = 0.05
+#: The audio the sender carries beside the bulk transfer (as in ``bench bwe``).
+K_AUDIO_FRAME_S = 0.02
+K_AUDIO_BYTES = 80
+#: One embeddings message of the bulk transfer: rows x dimensions, float32 (12 kB; a
+#: message counts once whole, so what arrives by the stop is short of the truth by less
+#: than one: 0.5 % of a 10 s run at 2 Mbit/s).
+K_BULK_SHAPE = (4, 768)
+#: Seconds allowed for the QUIC handshake and the edgewire hello over the relay.
+K_CONNECT_S = 10.0
+#: Seconds the sessions get to close after the run.
+K_CLOSE_S = 2.0
+
+
+class _Run:
+    """One scenario with one scheme: the sender's timeline and the receiver's counts."""
+
+    def __init__(self, relay: Relay, duration: float) -> None:
+        self.relay = relay
+        self.duration = duration
+        self.stop = asyncio.Event()
+        self.timeline: list[dict[str, Any]] = []
+        self.received_bytes = 0
+        self.capacity_bits: float | None = None
+        self.link_bytes = 0
+        self.sender_error: BaseException | None = None
+        self._last_t = 0.0
+        self._last_cap: float | None = 0.0
+        self._last_bytes = 0
+
+    def sample(self, conn: edgewire.Connection) -> None:
+        """One timeline row: the sender's estimate and the downlink since the last row."""
+        down = self.relay.link_stats("downlink")
+        mean, peak = down.take_recent_queue_delay()
+        t = self.relay.now()
+        cap = down.capacity_bits_until(t)
+        dt = t - self._last_t
+        row: dict[str, Any] = {
+            "t": round(t, 3),
+            "estimate_kbps": round(conn.bandwidth_estimate_bps / 1000.0, 1),
+            "capacity_kbps": None, "throughput_kbps": None,
+            "queue_delay_ms": None if mean is None else round(mean * 1000.0, 2),
+            "queue_delay_max_ms": None if peak is None else round(peak * 1000.0, 2),
+        }
+        if dt > 0:
+            row["throughput_kbps"] = round(
+                (down.bytes_delivered - self._last_bytes) * 8 / dt / 1000.0, 1)
+            if cap is not None and self._last_cap is not None:
+                row["capacity_kbps"] = round((cap - self._last_cap) / dt / 1000.0, 1)
+        self._last_t, self._last_cap, self._last_bytes = t, cap, down.bytes_delivered
+        self.timeline.append(row)
+
+    async def serve(self, conn: edgewire.Connection) -> None:
+        """The sender: audio frames and a bulk transfer until the run stops."""
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            audio = await conn.channel("audio")
+            bulk = await conn.channel("embeddings")
+            rows = np.random.default_rng(1).standard_normal(K_BULK_SHAPE).astype(np.float32)
+
+            async def send_bulk() -> None:
+                while True:
+                    await bulk.send(rows)
+
+            async def send_audio() -> None:
+                frame = bytes(K_AUDIO_BYTES)
+                due = loop.time()
+                while True:
+                    audio.send_nowait(frame)
+                    due += K_AUDIO_FRAME_S
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+
+            async def sample() -> None:
+                while True:
+                    self.sample(conn)
+                    await asyncio.sleep(K_SAMPLE_S)
+
+            tasks = [asyncio.create_task(c()) for c in (send_bulk, send_audio, sample)]
+            await self.stop.wait()
+        except Exception as exc:  # reported by the run, which then fails clearly
+            self.sender_error = exc
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.wait_closed(), K_CLOSE_S)
+
+    async def receive(self, conn: edgewire.Connection) -> None:
+        """The receiver: read both channels; count what arrived before the stop."""
+        async def read(ch: edgewire.Channel) -> None:
+            async for msg in ch:
+                if self.stop.is_set():
+                    continue
+                payload = msg.payload
+                self.received_bytes += int(payload.nbytes if isinstance(payload, np.ndarray)
+                                           else len(payload))
+
+        channels = [await conn.accept(), await conn.accept()]
+        readers = [asyncio.create_task(read(ch)) for ch in channels]
+        try:
+            # the relay's clock is the loop's, from the relay's start
+            await asyncio.sleep(max(0.0, self.duration - self.relay.now()))
+            down = self.relay.link_stats("downlink")
+            self.capacity_bits = down.capacity_bits_until(self.relay.now())
+            self.link_bytes = down.bytes_delivered
+            self.stop.set()
+        finally:
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def _run_one(table: dict[str, Any], scheme: str, cert: Path, key: Path,
+                   seconds: float, plot_dir: Path | None) -> tuple[dict[str, Any], str | None]:
+    transport = scheme_transport(scheme)
+    config = SessionConfig(estimator=transport.get("estimator", DEFAULT_ESTIMATOR))
+    scenario = parse_scenario({**table, "seed": 1})
+    run: _Run | None = None
+
+    async def handler(conn: edgewire.Connection) -> None:
+        assert run is not None
+        await run.serve(conn)
+
+    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=str(cert),
+                                  keyfile=str(key), congestion_control=transport["cc"],
+                                  config=config)
+    try:
+        relay = await start_relay(("127.0.0.1", 0), ("127.0.0.1", server.address[1]),
+                                  scenario)
+        run = _Run(relay, scenario.duration_s)
+        try:
+            async with edgewire.connect(
+                    f"edgewire://127.0.0.1:{relay.address[1]}", cafile=str(cert),
+                    server_name="localhost", congestion_control=transport["cc"],
+                    config=config, handshake_timeout=K_CONNECT_S) as conn:
+                await run.receive(conn)
+            # what the bottleneck still holds counts towards the delay figures
+            await asyncio.sleep(0.5)
+            stats = relay.stats()
+        finally:
+            relay.close()
+            await relay.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+    if run.sender_error is not None:
+        raise RuntimeError(f"{table['name']}, {scheme}: the sender failed: "
+                           f"{run.sender_error!r}") from run.sender_error
+    down = stats["links"]["downlink"]
+    estimates = [r["estimate_kbps"] for r in run.timeline]
+    cap = run.capacity_bits
+    row: dict[str, Any] = {
+        "throughput_kbps": round(run.received_bytes * 8 / scenario.duration_s / 1000.0, 1),
+        "utilization": round(run.received_bytes * 8 / cap, 4) if cap else None,
+        "link_utilization": round(run.link_bytes * 8 / cap, 4) if cap else None,
+        "queue_delay_p95_ms": down["queue_delay_ms"]["p95"],
+        "self_inflicted_p95_ms": down["self_inflicted_delay_ms"]["p95"],
+        "delay_p95_ms": down["delay_ms"]["p95"],
+        "estimate_mean_kbps": round(float(np.mean(estimates)), 1) if estimates else None,
+        "capacity_kbps": round(cap / scenario.duration_s / 1000.0, 1) if cap else None,
+        "loss_rate": down["loss_rate"],
+        "relay_late_ms": stats["late_ms"],
+    }
+    if table["name"].startswith("step"):
+        row.update(_step_figures({"bwe": {"timeline": run.timeline}}, seconds))
+    plot = None
+    if plot_dir is not None and scheme.startswith("edgewire"):
+        suffix = scheme.removeprefix("edgewire")
+        plot = str(plot_timeline(
+            {"timeline": run.timeline},
+            plot_dir / f"bwe-sockets-{table['name']}{suffix}.png",
+            title=f"{table['name']}: {scheme} over real sockets (downlink)"))
+    return row, plot
+
+
+async def run_bench_bwe_sockets(
+        *, seconds: float = 10.0, schemes: tuple[str, ...] = SCHEMES,
+        only: tuple[str, ...] = DEFAULT_ONLY, plot_dir: Path | None = None,
+        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every chosen scenario x scheme over real sockets; one JSON-ready dict."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"seconds must be > 0, got {seconds!r}")
+    for scheme in schemes:
+        scheme_transport(scheme)  # a clear error before anything runs
+    traces = trace_dir() if any("trace" in o for o in only) else None
+    tables = [t for t in scenarios(seconds, traces)
+              if not t["name"].startswith("competition")
+              and any(o in t["name"] for o in only)]
+    if not tables:
+        known = ", ".join(t["name"] for t in scenarios(seconds, trace_dir())
+                          if not t["name"].startswith("competition"))
+        raise ValueError(f"--only {','.join(only)!r} matches no scenario (scenarios: {known})")
+    out: dict[str, Any] = {}
+    plots: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = write_self_signed(tmp, ["localhost"])
+        for table in tables:
+            rows: dict[str, Any] = {}
+            for scheme in schemes:
+                if progress:
+                    progress(f"bench bwe-sockets: {table['name']}, {scheme} "
+                             f"({table['duration_s']:g} s)")
+                rows[scheme], plot = await _run_one(table, scheme, cert, key, seconds,
+                                                    plot_dir)
+                if plot is not None:
+                    plots.append(plot)
+            out[table["name"]] = {"schemes": rows,
+                                  "goals": {s: _goals(table["name"], rows, s) for s in rows
+                                            if s.startswith("edgewire")}}
+    report: dict[str, Any] = {"params": {"seconds": seconds, "schemes": list(schemes),
+                                         "transport": "real UDP sockets, loopback, "
+                                                      "through the real-time relay"},
+                              "scenarios": out}
+    if plots:
+        report["plots"] = plots
+    return report
+
+
+def add_bench_bwe_sockets_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``edgewire bench bwe-sockets``."""
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="real seconds of the constant run; the step and trace runs "
+                             "take twice as long (default 10)")
+    parser.add_argument("--schemes", default=",".join(SCHEMES),
+                        help=f"comma-separated schemes, as in bench bwe (default: "
+                             f"{','.join(SCHEMES)})")
+    parser.add_argument("--only", default=",".join(DEFAULT_ONLY),
+                        help="comma-separated substrings of scenario names (default: "
+                             "constant,step; 'trace' adds the cellular traces)")
+    parser.add_argument("--plot", metavar="DIR",
+                        help="write each edgewire run's timeline as PNG into DIR")
+    parser.add_argument("--json", action="store_true")
+
+
+def main_bench_bwe_sockets(args: argparse.Namespace, *,
+                           progress: Callable[[str], None] | None = None) -> int:
+    """The CLI entry: a table per scenario, or JSON with ``--json``."""
+    schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
+    only = tuple(o.strip() for o in args.only.split(",") if o.strip())
+    if not schemes or not only:
+        print("edgewire: error: --schemes and --only must name something")
+        return 2
+    plot_dir = Path(args.plot) if args.plot else None
+    if plot_dir is not None:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = asyncio.run(run_bench_bwe_sockets(seconds=args.seconds, schemes=schemes,
+                                                   only=only, plot_dir=plot_dir,
+                                                   progress=progress))
+    except ValueError as exc:
+        print(f"edgewire: error: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for name, sc in result["scenarios"].items():
+        print(f"{name} (real sockets)")
+        print(f"  {'scheme':<19}{'kbit/s':>9}{'util':>7}{'qd p95':>9}{'owd p95':>9}"
+              f"{'estimate':>10}{'late p99':>10}")
+        for scheme, row in sc["schemes"].items():
+            print(f"  {scheme:<19}{row['throughput_kbps']:>9.0f}"
+                  f"{(row['utilization'] or 0):>7.2f}{(row['queue_delay_p95_ms'] or 0):>9.1f}"
+                  f"{(row['delay_p95_ms'] or 0):>9.1f}{(row['estimate_mean_kbps'] or 0):>10.0f}"
+                  f"{(row['relay_late_ms'].get('p99') or 0):>10.2f}")
+        for scheme, goals in sc["goals"].items():
+            extra = {k: v for k, v in sc["schemes"][scheme].items() if k.endswith("_s")}
+            if extra:
+                print(f"  {scheme}: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
+            if goals:
+                print(f"  {scheme} goals: " + ", ".join(f"{k} {'ok' if v else 'NOT MET'}"
+                                                        for k, v in goals.items()))
+    for p in result.get("plots", []):
+        print(f"plot: {p}")
+    return 0

@@ -1,0 +1,73 @@
+"""``edgewire bench bwe-sockets``: edgewire's congestion control over real UDP sockets, through
+the real-time relay, against aioquic's reno on the same 2 Mbit/s bottleneck."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from edgewire.aio.relay import start_relay
+from edgewire.cli.main import main
+from edgewire.errors import LocalProtocolError
+from edgewire.netsim.scenario import parse_scenario
+
+
+def test_edgewire_keeps_the_bottleneck_queue_short_where_reno_fills_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # 4 s of the constant 2 Mbit/s scenario (RTT 50 ms, 100-packet queue) per scheme
+    assert main(["bench", "bwe-sockets", "--seconds", "4", "--only", "constant",
+                 "--schemes", "edgewire,reno", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = out["scenarios"]["constant-2mbps"]["schemes"]
+    ew, reno = rows["edgewire"], rows["reno"]
+    # reno fills the queue: 100 packets at 2 Mbit/s hold close to half a second
+    assert reno["queue_delay_p95_ms"] > 150
+    # edgewire paces at its estimate and keeps a queue of tens of milliseconds at most
+    assert ew["queue_delay_p95_ms"] < 100
+    assert ew["queue_delay_p95_ms"] < reno["queue_delay_p95_ms"] / 3
+    # ...while carrying the link: the estimate found the capacity, the payload arrived
+    assert 0.6 < ew["utilization"] <= 1.0
+    assert 0.6 < ew["link_utilization"] <= 1.0
+    assert 1000 < ew["estimate_mean_kbps"] < 3000
+    assert ew["capacity_kbps"] == pytest.approx(2000, rel=0.01)
+    assert ew["loss_rate"] < 0.05
+    assert ew["relay_late_ms"]["samples"] > 0
+    goals = out["scenarios"]["constant-2mbps"]["goals"]["edgewire"]
+    assert goals["lower_delay_than_reno"] is True
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--schemes", "bbr9"], "unknown scheme 'bbr9'"),
+    (["--only", "nothing-like-this"], "matches no scenario"),
+    (["--seconds", "0"], "seconds must be > 0"),
+    (["--schemes", ","], "--schemes and --only must name something"),
+])
+def test_bad_options_are_clear_errors(argv: list[str], message: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "bwe-sockets", *argv]) == 2
+    assert message in capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+async def test_relay_exposes_its_clock_and_live_link_stats() -> None:
+    scenario = parse_scenario({"name": "clock", "duration_s": 5,
+                               "link": {"rate_kbps": 1000, "delay_ms": 5}})
+    relay = await start_relay(("127.0.0.1", 0), ("127.0.0.1", 9), scenario)
+    try:
+        t0 = relay.now()
+        await asyncio.sleep(0.05)
+        t1 = relay.now()
+        assert 0.04 <= t1 - t0 < 1.0
+        down = relay.link_stats("downlink")
+        # 1 Mbit/s for the relay's lifetime so far
+        assert down.capacity_bits_until(t1) == pytest.approx(1e6 * t1, rel=0.05)
+        assert relay.link_stats("uplink") is not down
+        with pytest.raises(LocalProtocolError, match="direction must be"):
+            relay.link_stats("sideways")
+    finally:
+        relay.close()
+        await relay.wait_closed()
+    # a closed relay's clock stops where it closed
+    assert relay.now() == relay.now()
