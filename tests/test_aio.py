@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -289,3 +290,53 @@ async def test_delivery_estimator_over_loopback(cert_pair: tuple[str, str]) -> N
     assert state["packets_received"] > 0
     assert state["delivered_bps"] is not None
     assert state["target_bps"] > BweConfig().start_bps  # startup grew it on real feedback
+
+
+@pytest.mark.asyncio
+async def test_serve_and_connect_on_sockets_the_caller_made(
+        cert_pair: tuple[str, str]) -> None:
+    # as a program would with sockets made inside network namespaces (kernel backend)
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    cli.bind(("127.0.0.1", 0))
+    got: list[int] = []
+
+    async def handler(conn: edgewire.Connection) -> None:
+        ch = await conn.accept()
+        async for msg in ch:
+            got.append(msg.payload.ids[0])
+        await conn.send_app_message("done")
+        await conn.wait_closed()
+
+    server = await edgewire.serve("ignored", 0, handler, certfile=cert_pair[0],
+                                  keyfile=cert_pair[1], sock=srv)
+    try:
+        async with edgewire.connect(f"edgewire://127.0.0.1:{srv.getsockname()[1]}",
+                                    cafile=cert_pair[0], server_name="localhost",
+                                    sock=cli) as conn:
+            tokens = await conn.channel("tokens")
+            for i in range(5):
+                await tokens.send(TokenMessage(ids=(i,), text=str(i)))
+            await tokens.close()
+            assert await asyncio.wait_for(conn.recv_app_message(), 5) == "done"
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert got == [0, 1, 2, 3, 4]
+    # the connection used (and then closed) the socket it was given
+    assert cli.fileno() == -1
+
+
+@pytest.mark.asyncio
+async def test_sockets_edgewire_cannot_use_are_clear_errors(
+        cert_pair: tuple[str, str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, pytest.raises(
+            LocalProtocolError, match="UDP"):
+        await edgewire.serve("", 0, lambda conn: asyncio.sleep(0), certfile=cert_pair[0],
+                             keyfile=cert_pair[1], sock=tcp)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as v6, pytest.raises(
+            LocalProtocolError, match="family"):
+        async with edgewire.connect("edgewire://127.0.0.1:9", cafile=cert_pair[0],
+                                    sock=v6):
+            pass

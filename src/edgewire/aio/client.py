@@ -14,7 +14,12 @@ from urllib.parse import urlsplit
 
 from aioquic.quic.connection import NetworkAddress
 
-from edgewire.aio.connection import Connection, EndpointLogTarget, open_endpoint_log
+from edgewire.aio.connection import (
+    Connection,
+    EndpointLogTarget,
+    check_udp_socket,
+    open_endpoint_log,
+)
 from edgewire.errors import InsecureConnectionWarning, LocalProtocolError
 from edgewire.transport import Session, SessionConfig, quic_configuration
 
@@ -65,6 +70,7 @@ async def connect(
     handshake_timeout: float = 10.0,
     secrets_log_file: TextIO | None = None,
     endpoint_log: EndpointLogTarget | None = None,
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect to an edgewire server; ``async with connect(url) as session: ...``.
 
@@ -73,7 +79,9 @@ async def connect(
     handshake and edgewire hello must finish within ``handshake_timeout`` seconds.
     ``endpoint_log`` (a file path, or an ``EndpointLog`` such as an ``EndpointLogWriter``)
     records every message this side sends and receives, with ``loop.time()``
-    (docs/TRACES.md); a file is closed when the connection ends.
+    (docs/TRACES.md); a file is closed when the connection ends. ``sock``: a UDP socket
+    to connect from instead of a new one (one made inside a network namespace, say; of
+    the server address's family); it is closed with the connection.
     """
     host, port = parse_url(url)
     if insecure:
@@ -106,9 +114,17 @@ async def connect(
              if isinstance(endpoint_log, str | os.PathLike) else None)
     local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
     try:
-        transport, protocol = await loop.create_datagram_endpoint(
-            _ClientProtocol, local_addr=local, family=family
-        )
+        if sock is not None:
+            check_udp_socket(sock)
+            if sock.family != family:
+                raise LocalProtocolError(f"sock is of family {sock.family!r}, the address "
+                                         f"{host!r} of {socket.AddressFamily(family)!r}")
+            transport, protocol = await loop.create_datagram_endpoint(
+                _ClientProtocol, sock=sock)
+        else:
+            transport, protocol = await loop.create_datagram_endpoint(
+                _ClientProtocol, local_addr=local, family=family
+            )
     except BaseException:
         if owned is not None:
             owned.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -205,6 +206,15 @@ class Channel(_ChannelView):
     def _wake(self) -> None:
         if self._readable is not None and not self._readable.done():
             self._readable.set_result(None)
+
+
+def check_udp_socket(sock: object) -> None:
+    """A clear error for a socket handed to ``serve`` or ``connect`` that edgewire cannot
+    run on: it must be a UDP socket of IPv4 or IPv6."""
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_DGRAM:
+        raise LocalProtocolError(f"sock must be a UDP (SOCK_DGRAM) socket, got {sock!r}")
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        raise LocalProtocolError(f"sock must be an IPv4 or IPv6 socket, got {sock.family!r}")
 
 
 def open_endpoint_log(path: str | os.PathLike[str]) -> EndpointLogWriter:

@@ -14,7 +14,7 @@ from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
-from edgewire.aio.connection import Connection, EndpointLogTarget
+from edgewire.aio.connection import Connection, EndpointLogTarget, check_udp_socket
 from edgewire.transport import Session, SessionConfig, quic_configuration
 from edgewire.transport.quicstats import host_connection_ids
 
@@ -149,8 +149,12 @@ async def serve(
     config: SessionConfig | None = None,
     secrets_log_file: TextIO | None = None,
     endpoint_log: str | os.PathLike[str] | EndpointLogFactory | None = None,
+    sock: socket.socket | None = None,
 ) -> Server:
     """Listen on ``host:port`` (port 0 picks one) and run ``handler(conn)`` per session.
+
+    ``sock``: a bound UDP socket to serve on instead (one made inside a network namespace,
+    say); ``host`` and ``port`` are then not used.
 
     ``endpoint_log`` records every message each session sends and receives
     (docs/TRACES.md): a file path (the first session writes it, session ``n`` > 1 writes
@@ -173,11 +177,17 @@ async def serve(
         logs = endpoint_log
     else:
         logs = _numbered(Path(endpoint_log))
+    if sock is not None:
+        check_udp_socket(sock)
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: Server(handler, make_session, endpoint_log=logs), sock=sock)
+        return protocol
     _, protocol = await loop.create_datagram_endpoint(
         lambda: Server(handler, make_session, endpoint_log=logs), local_addr=(host, port),
         family=family
     )
     return protocol
+
 
 
 def _numbered(path: Path) -> EndpointLogFactory:
