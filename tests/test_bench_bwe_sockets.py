@@ -71,3 +71,16 @@ async def test_relay_exposes_its_clock_and_live_link_stats() -> None:
         await relay.wait_closed()
     # a closed relay's clock stops where it closed
     assert relay.now() == relay.now()
+
+
+def test_tokens_stay_fast_beside_video_and_a_bulk_transfer(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # the competition scenario alone: tokens, adaptive video and the bulk transfer
+    assert main(["bench", "bwe-sockets", "--seconds", "4", "--only", "competition",
+                 "--schemes", "edgewire,reno", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["scenarios"]["competition-2mbps"]["schemes"]
+    ew, reno = rows["edgewire"]["tokens_latency_p95_ms"], rows["reno"]["tokens_latency_p95_ms"]
+    # the goal is 2 x RTT + 50 ms = 150 ms; reno's full queue is in front of every token
+    assert ew < 150
+    assert reno > 150
+    assert ew < reno / 2

@@ -1,26 +1,27 @@
 """``edgewire bench bwe-sockets``: the congestion-control scenarios over real UDP sockets.
 
 ``edgewire bench bwe`` runs its scenarios in netsim's virtual time. This benchmark runs the
-same scenario tables (``bench_bwe.scenarios``: the constant 2 Mbit/s link and the step
-2 → 0.5 → 2 Mbit/s by default, the cellular traces with ``--only trace``) through the
-real-time relay (``edgewire.aio.relay``: the same link model, fed with ``loop.time()``)
-between a real edgewire server and client on loopback UDP, with TLS verified against a
-self-signed certificate. What runs is what an application gets from ``edgewire.serve``
-and ``edgewire.connect``: the asyncio adapter, aioquic, the socket buffers and the event
-loop's timing.
+same scenario tables (``bench_bwe.scenarios``: the constant 2 Mbit/s link, the step
+2 → 0.5 → 2 Mbit/s and the competition by default, the cellular traces with ``--only
+trace``) through the real-time relay (``edgewire.aio.relay``: the same link model, fed
+with ``loop.time()``) between a real edgewire server and client on loopback UDP, with TLS
+verified against a self-signed certificate. What runs is what an application gets from
+``edgewire.serve`` and ``edgewire.connect``: the asyncio adapter, aioquic, the socket
+buffers and the event loop's timing.
 
-The server sends 32 kbit/s audio (80-byte frames every 20 ms) and a bulk embeddings
-transfer (4 x 768 float32 per message, sent as fast as the channel takes them) towards
-the client, as in ``bench bwe``. Per run: throughput and utilization (payload the client
-received before the traffic stopped, against the link's capacity up to then; ``bench
-bwe`` also counts what lands in the 2 s after the stop, which can take it above 1),
-``link_utilization`` (every byte the link carried by then, QUIC and edgewire headers,
-ACKs and feedback included), p95
-queueing delay, p95 self-inflicted queueing delay and p95 one-way delay of the relay's
-downlink, the sender's mean bandwidth estimate, and how late the relay delivered in real
-time (``late_ms``: the lateness of the event loop, which the link model does not see);
-for the step, the same reaction times as ``bench bwe``. The scenarios take their duration
-in real time, one scheme after the other.
+The server sends each scenario's own flows towards the client: 32 kbit/s audio, and in the
+competition 50 tokens/s and a 1.5 Mbit/s adaptive video (``aio.runner.send_workload``, the
+video following its share down the ladder), beside a bulk embeddings transfer (4 x 768
+float32 per message, sent as fast as the channel takes them). Per run: throughput and
+utilization (payload the client received before the traffic stopped, against the link's
+capacity up to then; ``bench bwe`` also counts what lands in the 2 s after the stop, which
+can take it above 1), ``link_utilization`` (every byte the link carried by then, QUIC and
+edgewire headers, ACKs and feedback included), p95 queueing delay, p95 self-inflicted
+queueing delay and p95 one-way delay of the relay's downlink, the sender's mean bandwidth
+estimate, and how late the relay delivered in real time (``late_ms``: the lateness of the
+event loop, which the link model does not see); for the step, the same reaction times as
+``bench bwe``; for the competition, the token latency p95 (both ends read one clock). The
+scenarios take their duration in real time, one scheme after the other.
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ import numpy as np
 
 import edgewire
 from edgewire.aio.relay import Relay, start_relay
+from edgewire.aio.runner import send_workload
 from edgewire.certs import write_self_signed
 from edgewire.cli.bench_bwe import _goals, _step_figures, scenarios, scheme_transport
 from edgewire.cli.bench_bwe import _trace_dir as trace_dir
 from edgewire.netsim.bwe_report import plot_timeline
-from edgewire.netsim.scenario import parse_scenario
+from edgewire.netsim.scenario import Scenario, parse_scenario
 from edgewire.transport.bwe import DEFAULT_ESTIMATOR
 from edgewire.transport.config import SessionConfig
+from edgewire.workload import WorkloadMix, payload_size
 
 __all__ = ["SCHEMES", "add_bench_bwe_sockets_arguments", "main_bench_bwe_sockets",
            "run_bench_bwe_sockets"]
@@ -53,12 +56,9 @@ __all__ = ["SCHEMES", "add_bench_bwe_sockets_arguments", "main_bench_bwe_sockets
 #: Schemes run by default: edgewire's controller (default estimator), aioquic's two.
 SCHEMES = ("edgewire", "reno", "cubic")
 #: Scenarios run by default (name prefixes of ``bench_bwe.scenarios``).
-DEFAULT_ONLY = ("constant", "step")
+DEFAULT_ONLY = ("constant", "step", "competition")
 #: Timeline sampling period, seconds.
 K_SAMPLE_S = 0.05
-#: The audio the sender carries beside the bulk transfer (as in ``bench bwe``).
-K_AUDIO_FRAME_S = 0.02
-K_AUDIO_BYTES = 80
 #: One embeddings message of the bulk transfer: rows x dimensions, float32 (12 kB; a
 #: message counts once whole, so what arrives by the stop is short of the truth by less
 #: than one: 0.5 % of a 10 s run at 2 Mbit/s).
@@ -72,14 +72,21 @@ K_CLOSE_S = 2.0
 class _Run:
     """One scenario with one scheme: the sender's timeline and the receiver's counts."""
 
-    def __init__(self, relay: Relay, duration: float) -> None:
+    def __init__(self, relay: Relay, scenario: Scenario) -> None:
         self.relay = relay
-        self.duration = duration
+        self.duration = scenario.duration_s
+        # the scenario's flows towards the client: the bulk embeddings transfer runs as
+        # its own loop (always a message waiting), the rest through the workload driver
+        flows = {f.kind.value: f.source for f in scenario.down}
+        self.bulk = "embeddings" in flows
+        self.mix = WorkloadMix(audio=flows.get("audio"), video=flows.get("video"),
+                               tokens=flows.get("tokens"), embeddings=None)
         self.stop = asyncio.Event()
         self.timeline: list[dict[str, Any]] = []
         self.received_bytes = 0
         self.capacity_bits: float | None = None
         self.link_bytes = 0
+        self.token_latency_p95_ms: float | None = None
         self.sender_error: BaseException | None = None
         self._last_t = 0.0
         self._last_cap: float | None = 0.0
@@ -108,35 +115,41 @@ class _Run:
         self.timeline.append(row)
 
     async def serve(self, conn: edgewire.Connection) -> None:
-        """The sender: audio frames and a bulk transfer until the run stops."""
-        loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Task[None]] = []
+        """The sender: the scenario's flows until the run stops."""
+        tasks: list[asyncio.Task[Any]] = []
         try:
-            audio = await conn.channel("audio")
-            bulk = await conn.channel("embeddings")
-            rows = np.random.default_rng(1).standard_normal(K_BULK_SHAPE).astype(np.float32)
-
             async def send_bulk() -> None:
+                bulk = await conn.channel("embeddings")
+                rows = np.random.default_rng(1).standard_normal(K_BULK_SHAPE)
+                message = rows.astype(np.float32)
                 while True:
-                    await bulk.send(rows)
-
-            async def send_audio() -> None:
-                frame = bytes(K_AUDIO_BYTES)
-                due = loop.time()
-                while True:
-                    audio.send_nowait(frame)
-                    due += K_AUDIO_FRAME_S
-                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    await bulk.send(message)
 
             async def sample() -> None:
                 while True:
                     self.sample(conn)
                     await asyncio.sleep(K_SAMPLE_S)
 
-            tasks = [asyncio.create_task(c()) for c in (send_bulk, send_audio, sample)]
-            await self.stop.wait()
+            tasks.append(asyncio.create_task(sample()))
+            if any(k is not None for k in (self.mix.audio, self.mix.video, self.mix.tokens)):
+                # the adaptive video follows its share, as in netsim
+                tasks.append(asyncio.create_task(send_workload(
+                    conn, seconds=max(0.0, self.duration - self.relay.now()), mix=self.mix)))
+            if self.bulk:
+                tasks.append(asyncio.create_task(send_bulk()))
+            # until the receiver stops the run; a sender task that fails ends it early
+            stopped = asyncio.create_task(self.stop.wait())
+            pending: set[asyncio.Task[Any]] = {stopped, *tasks}
+            while not stopped.done():
+                done, pending = await asyncio.wait(pending,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = None if task.cancelled() else task.exception()
+                    if error is not None:
+                        raise error
         except Exception as exc:  # reported by the run, which then fails clearly
             self.sender_error = exc
+            self.stop.set()
         finally:
             for task in tasks:
                 task.cancel()
@@ -145,34 +158,46 @@ class _Run:
             await asyncio.wait_for(conn.wait_closed(), K_CLOSE_S)
 
     async def receive(self, conn: edgewire.Connection) -> None:
-        """The receiver: read both channels; count what arrived before the stop."""
+        """The receiver: read every channel; count what arrived before the stop."""
+        channels: list[edgewire.Channel] = []
+        readers: list[asyncio.Task[None]] = []
+
         async def read(ch: edgewire.Channel) -> None:
             async for msg in ch:
-                if self.stop.is_set():
-                    continue
-                payload = msg.payload
-                self.received_bytes += int(payload.nbytes if isinstance(payload, np.ndarray)
-                                           else len(payload))
+                if not self.stop.is_set():
+                    self.received_bytes += payload_size(msg.payload)
 
-        channels = [await conn.accept(), await conn.accept()]
-        readers = [asyncio.create_task(read(ch)) for ch in channels]
+        async def accept() -> None:
+            while True:
+                ch = await conn.accept()
+                channels.append(ch)
+                readers.append(asyncio.create_task(read(ch)))
+
+        acceptor = asyncio.create_task(accept())
         try:
             # the relay's clock is the loop's, from the relay's start
-            await asyncio.sleep(max(0.0, self.duration - self.relay.now()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(),
+                                       max(0.0, self.duration - self.relay.now()))
             down = self.relay.link_stats("downlink")
             self.capacity_bits = down.capacity_bits_until(self.relay.now())
             self.link_bytes = down.bytes_delivered
             self.stop.set()
+            for ch in channels:
+                if ch.kind == "tokens":
+                    self.token_latency_p95_ms = ch.stats().latency.percentiles_ms((95,))["p95"]
         finally:
-            for task in readers:
+            for task in (acceptor, *readers):
                 task.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
+            await asyncio.gather(acceptor, *readers, return_exceptions=True)
 
 
 async def _run_one(table: dict[str, Any], scheme: str, cert: Path, key: Path,
                    seconds: float, plot_dir: Path | None) -> tuple[dict[str, Any], str | None]:
     transport = scheme_transport(scheme)
-    config = SessionConfig(estimator=transport.get("estimator", DEFAULT_ESTIMATOR))
+    # both ends read one clock (one process): message latencies are exact
+    config = SessionConfig(estimator=transport.get("estimator", DEFAULT_ESTIMATOR),
+                           shared_clock=True)
     scenario = parse_scenario({**table, "seed": 1})
     run: _Run | None = None
 
@@ -186,7 +211,7 @@ async def _run_one(table: dict[str, Any], scheme: str, cert: Path, key: Path,
     try:
         relay = await start_relay(("127.0.0.1", 0), ("127.0.0.1", server.address[1]),
                                   scenario)
-        run = _Run(relay, scenario.duration_s)
+        run = _Run(relay, scenario)
         try:
             async with edgewire.connect(
                     f"edgewire://127.0.0.1:{relay.address[1]}", cafile=str(cert),
@@ -222,6 +247,8 @@ async def _run_one(table: dict[str, Any], scheme: str, cert: Path, key: Path,
     }
     if table["name"].startswith("step"):
         row.update(_step_figures({"bwe": {"timeline": run.timeline}}, seconds))
+    if run.token_latency_p95_ms is not None:
+        row["tokens_latency_p95_ms"] = run.token_latency_p95_ms
     plot = None
     if plot_dir is not None and scheme.startswith("edgewire"):
         suffix = scheme.removeprefix("edgewire")
@@ -242,12 +269,9 @@ async def run_bench_bwe_sockets(
     for scheme in schemes:
         scheme_transport(scheme)  # a clear error before anything runs
     traces = trace_dir() if any("trace" in o for o in only) else None
-    tables = [t for t in scenarios(seconds, traces)
-              if not t["name"].startswith("competition")
-              and any(o in t["name"] for o in only)]
+    tables = [t for t in scenarios(seconds, traces) if any(o in t["name"] for o in only)]
     if not tables:
-        known = ", ".join(t["name"] for t in scenarios(seconds, trace_dir())
-                          if not t["name"].startswith("competition"))
+        known = ", ".join(t["name"] for t in scenarios(seconds, trace_dir()))
         raise ValueError(f"--only {','.join(only)!r} matches no scenario (scenarios: {known})")
     out: dict[str, Any] = {}
     plots: list[str] = []
@@ -285,7 +309,7 @@ def add_bench_bwe_sockets_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{','.join(SCHEMES)})")
     parser.add_argument("--only", default=",".join(DEFAULT_ONLY),
                         help="comma-separated substrings of scenario names (default: "
-                             "constant,step; 'trace' adds the cellular traces)")
+                             "constant,step,competition; 'trace' runs the cellular traces)")
     parser.add_argument("--plot", metavar="DIR",
                         help="write each edgewire run's timeline as PNG into DIR")
     parser.add_argument("--json", action="store_true")
@@ -322,7 +346,8 @@ def main_bench_bwe_sockets(args: argparse.Namespace, *,
                   f"{(row['delay_p95_ms'] or 0):>9.1f}{(row['estimate_mean_kbps'] or 0):>10.0f}"
                   f"{(row['relay_late_ms'].get('p99') or 0):>10.2f}")
         for scheme, goals in sc["goals"].items():
-            extra = {k: v for k, v in sc["schemes"][scheme].items() if k.endswith("_s")}
+            extra = {k: v for k, v in sc["schemes"][scheme].items()
+                     if k.endswith("_s") or k.startswith("tokens")}
             if extra:
                 print(f"  {scheme}: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
             if goals:

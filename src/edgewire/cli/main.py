@@ -251,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edgewire.cli.bench_bwe_sockets import add_bench_bwe_sockets_arguments
 
     add_bench_bwe_sockets_arguments(bsub.add_parser(
-        "bwe-sockets", help="the bwe constant and step scenarios over real UDP sockets "
-                            "through the real-time relay: edgewire vs reno and cubic"))
+        "bwe-sockets", help="the bwe scenarios over real UDP sockets through the "
+                            "real-time relay: edgewire vs reno and cubic"))
     from edgewire.cli.bench_bound import add_bench_bound_arguments
 
     add_bench_bound_arguments(bsub.add_parser(
