@@ -534,6 +534,19 @@ def _print_runs(runs: list[dict[str, Any]]) -> None:
               f"{num(r.get('capacity_first_2s'), '.0%'):>9}")
 
 
+def print_goals(scenario: dict[str, Any]) -> None:
+    """The text lines of one scenario's goals: each edgewire scheme's reaction times and
+    token latency, then every goal, met or not."""
+    for scheme, goals in scenario["goals"].items():
+        extra = {k: v for k, v in scenario["schemes"][scheme].items()
+                 if k.endswith("_s") or k.startswith("tokens")}
+        if extra:
+            print(f"  {scheme}: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
+        if goals:
+            print(f"  {scheme} goals: " + ", ".join(f"{k} {'ok' if v else 'NOT MET'}"
+                                                    for k, v in goals.items()))
+
+
 def main_bench_bwe(args: argparse.Namespace, *,
                    progress: Callable[[str], None] | None = None) -> int:
     """The CLI entry: a table per scenario, or JSON with ``--json``."""
@@ -576,14 +589,7 @@ def main_bench_bwe(args: argparse.Namespace, *,
                   f"{(row['utilization'] or 0):>7.2f}{(row['queue_delay_p95_ms'] or 0):>9.1f}"
                   f"{(row['self_inflicted_p95_ms'] or 0):>9.1f}"
                   f"{(row['delay_p95_ms'] or 0):>9.1f}{(row['estimate_mean_kbps'] or 0):>10.0f}")
-        for scheme, goals in sc["goals"].items():
-            extra = {k: v for k, v in sc["schemes"][scheme].items()
-                     if k.endswith("_s") or k.startswith("tokens")}
-            if extra:
-                print(f"  {scheme}: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
-            if goals:
-                print(f"  {scheme} goals: " + ", ".join(f"{k} {'ok' if v else 'NOT MET'}"
-                                                        for k, v in goals.items()))
+        print_goals(sc)
     for scheme, per in result.get("trace_windows", {}).get("schemes", {}).items():
         for stem, w in per.items():
             print(f"{scheme}: every goal met on {w['all_goals_met']} of {w['runs']} runs of "

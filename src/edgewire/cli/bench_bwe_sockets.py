@@ -42,7 +42,13 @@ import edgewire
 from edgewire.aio.relay import Relay, start_relay
 from edgewire.aio.runner import send_workload
 from edgewire.certs import write_self_signed
-from edgewire.cli.bench_bwe import _goals, _step_figures, scenarios, scheme_transport
+from edgewire.cli.bench_bwe import (
+    _goals,
+    _step_figures,
+    print_goals,
+    scenarios,
+    scheme_transport,
+)
 from edgewire.cli.bench_bwe import _trace_dir as trace_dir
 from edgewire.netsim.bwe_report import plot_timeline
 from edgewire.netsim.scenario import Scenario, parse_scenario
@@ -345,14 +351,7 @@ def main_bench_bwe_sockets(args: argparse.Namespace, *,
                   f"{(row['utilization'] or 0):>7.2f}{(row['queue_delay_p95_ms'] or 0):>9.1f}"
                   f"{(row['delay_p95_ms'] or 0):>9.1f}{(row['estimate_mean_kbps'] or 0):>10.0f}"
                   f"{(row['relay_late_ms'].get('p99') or 0):>10.2f}")
-        for scheme, goals in sc["goals"].items():
-            extra = {k: v for k, v in sc["schemes"][scheme].items()
-                     if k.endswith("_s") or k.startswith("tokens")}
-            if extra:
-                print(f"  {scheme}: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
-            if goals:
-                print(f"  {scheme} goals: " + ", ".join(f"{k} {'ok' if v else 'NOT MET'}"
-                                                        for k, v in goals.items()))
+        print_goals(sc)
     for p in result.get("plots", []):
         print(f"plot: {p}")
     return 0
