@@ -84,3 +84,16 @@ def test_tokens_stay_fast_beside_video_and_a_bulk_transfer(
     assert ew < 150
     assert reno > 150
     assert ew < reno / 2
+
+
+def test_goal_lines_name_each_goal_and_the_reaction_times(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edgewire.cli.bench_bwe import print_goals
+
+    print_goals({"schemes": {"edgewire": {"utilization": 0.9, "up_estimate_80pct_s": 0.5,
+                                          "tokens_latency_p95_ms": 54.4},
+                             "reno": {"utilization": 0.9}},
+                 "goals": {"edgewire": {"queue_p95<=50ms": True, "utilization>=0.90": False}}})
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["  edgewire: up_estimate_80pct_s 0.5, tokens_latency_p95_ms 54.4",
+                   "  edgewire goals: queue_p95<=50ms ok, utilization>=0.90 NOT MET"]
