@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,11 +16,14 @@ from edgewire.netsim.scenario import parse_scenario
 
 
 def test_edgewire_keeps_the_bottleneck_queue_short_where_reno_fills_it(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     # 4 s of the constant 2 Mbit/s scenario (RTT 50 ms, 100-packet queue) per scheme
     assert main(["bench", "bwe-sockets", "--seconds", "4", "--only", "constant",
-                 "--schemes", "edgewire,reno", "--json"]) == 0
+                 "--schemes", "edgewire,reno", "--json", "--plot", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bwe-sockets-constant-2mbps.png", "bwe-sockets-pantheon.png"]
+    assert sorted(out["plots"]) == sorted(str(p) for p in tmp_path.iterdir())
     rows = out["scenarios"]["constant-2mbps"]["schemes"]
     ew, reno = rows["edgewire"], rows["reno"]
     # reno fills the queue: 100 packets at 2 Mbit/s hold close to half a second

@@ -20,8 +20,10 @@ edgewire headers, ACKs and feedback included), p95 queueing delay, p95 self-infl
 queueing delay and p95 one-way delay of the relay's downlink, the sender's mean bandwidth
 estimate, and how late the relay delivered in real time (``late_ms``: the lateness of the
 event loop, which the link model does not see); for the step, the same reaction times as
-``bench bwe``; for the competition, the token latency p95 (both ends read one clock). The
-scenarios take their duration in real time, one scheme after the other.
+``bench bwe``; for the competition, the token latency p95 (both ends read one clock).
+``--plot DIR`` draws Pantheon's chart (``bwe-sockets-pantheon.png``) and each edgewire
+run's timeline. The scenarios take their duration in real time, one scheme after the
+other.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from edgewire.certs import write_self_signed
 from edgewire.cli.bench_bwe import (
     _goals,
     _step_figures,
+    pantheon_chart,
     print_goals,
     scenarios,
     scheme_transport,
@@ -296,6 +299,8 @@ async def run_bench_bwe_sockets(
             out[table["name"]] = {"schemes": rows,
                                   "goals": {s: _goals(table["name"], rows, s) for s in rows
                                             if s.startswith("edgewire")}}
+    if plot_dir is not None:
+        plots.insert(0, str(pantheon_chart(out, plot_dir / "bwe-sockets-pantheon.png")))
     report: dict[str, Any] = {"params": {"seconds": seconds, "schemes": list(schemes),
                                          "transport": "real UDP sockets, loopback, "
                                                       "through the real-time relay"},
@@ -317,7 +322,8 @@ def add_bench_bwe_sockets_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated substrings of scenario names (default: "
                              "constant,step,competition; 'trace' runs the cellular traces)")
     parser.add_argument("--plot", metavar="DIR",
-                        help="write each edgewire run's timeline as PNG into DIR")
+                        help="write Pantheon's chart (throughput against p95 one-way delay) "
+                             "and each edgewire run's timeline as PNG into DIR")
     parser.add_argument("--json", action="store_true")
 
 
