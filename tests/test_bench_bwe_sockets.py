@@ -101,3 +101,20 @@ def test_goal_lines_name_each_goal_and_the_reaction_times(
     out = capsys.readouterr().out.splitlines()
     assert out == ["  edgewire: up_estimate_80pct_s 0.5, tokens_latency_p95_ms 54.4",
                    "  edgewire goals: queue_p95<=50ms ok, utilization>=0.90 NOT MET"]
+
+
+def test_a_sender_that_fails_ends_the_bench_with_a_clear_error(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgewire.cli.bench_bwe_sockets as mod
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("the encoder is gone")
+
+    # the workload driver stands in for an application whose sending fails mid-run
+    monkeypatch.setattr(mod, "send_workload", broken)
+    assert main(["bench", "bwe-sockets", "--seconds", "2", "--only", "constant",
+                 "--schemes", "edgewire"]) == 1
+    out = capsys.readouterr().out
+    assert "bench bwe-sockets failed" in out
+    assert "constant-2mbps, edgewire: the sender failed" in out
+    assert "the encoder is gone" in out

@@ -53,6 +53,7 @@ from edgewire.cli.bench_bwe import (
     scheme_transport,
 )
 from edgewire.cli.bench_bwe import _trace_dir as trace_dir
+from edgewire.errors import EdgewireError
 from edgewire.netsim.bwe_report import plot_timeline
 from edgewire.netsim.scenario import Scenario, parse_scenario
 from edgewire.transport.bwe import DEFAULT_ESTIMATOR
@@ -345,6 +346,10 @@ def main_bench_bwe_sockets(args: argparse.Namespace, *,
     except ValueError as exc:
         print(f"edgewire: error: {exc}")
         return 2
+    except (EdgewireError, RuntimeError, OSError, TimeoutError) as exc:
+        # a run that could not connect, or whose sender failed: say which, no traceback
+        print(f"edgewire: error: bench bwe-sockets failed: {exc or type(exc).__name__}")
+        return 1
     if args.json:
         print(json.dumps(result))
         return 0
