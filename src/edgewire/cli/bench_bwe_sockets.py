@@ -54,7 +54,7 @@ from edgewire.cli.bench_bwe import (
 )
 from edgewire.cli.bench_bwe import _trace_dir as trace_dir
 from edgewire.errors import EdgewireError
-from edgewire.netsim.bwe_report import plot_timeline
+from edgewire.netsim.bwe_report import BweSampler, plot_timeline
 from edgewire.netsim.scenario import Scenario, parse_scenario
 from edgewire.transport.bwe import DEFAULT_ESTIMATOR
 from edgewire.transport.config import SessionConfig
@@ -67,8 +67,6 @@ __all__ = ["SCHEMES", "add_bench_bwe_sockets_arguments", "main_bench_bwe_sockets
 SCHEMES = ("edgewire", "reno", "cubic")
 #: Scenarios run by default (name prefixes of ``bench_bwe.scenarios``).
 DEFAULT_ONLY = ("constant", "step", "competition")
-#: Timeline sampling period, seconds.
-K_SAMPLE_S = 0.05
 #: One embeddings message of the bulk transfer: rows x dimensions, float32 (12 kB; a
 #: message counts once whole, so what arrives by the stop is short of the truth by less
 #: than one: 0.5 % of a 10 s run at 2 Mbit/s).
@@ -92,37 +90,17 @@ class _Run:
         self.mix = WorkloadMix(audio=flows.get("audio"), video=flows.get("video"),
                                tokens=flows.get("tokens"), embeddings=None)
         self.stop = asyncio.Event()
-        self.timeline: list[dict[str, Any]] = []
+        self.sampler: BweSampler | None = None
         self.received_bytes = 0
         self.capacity_bits: float | None = None
         self.link_bytes = 0
         self.token_latency_p95_ms: float | None = None
         self.sender_error: BaseException | None = None
-        self._last_t = 0.0
-        self._last_cap: float | None = 0.0
-        self._last_bytes = 0
 
-    def sample(self, conn: edgewire.Connection) -> None:
-        """One timeline row: the sender's estimate and the downlink since the last row."""
-        down = self.relay.link_stats("downlink")
-        mean, peak = down.take_recent_queue_delay()
-        t = self.relay.now()
-        cap = down.capacity_bits_until(t)
-        dt = t - self._last_t
-        row: dict[str, Any] = {
-            "t": round(t, 3),
-            "estimate_kbps": round(conn.bandwidth_estimate_bps / 1000.0, 1),
-            "capacity_kbps": None, "throughput_kbps": None,
-            "queue_delay_ms": None if mean is None else round(mean * 1000.0, 2),
-            "queue_delay_max_ms": None if peak is None else round(peak * 1000.0, 2),
-        }
-        if dt > 0:
-            row["throughput_kbps"] = round(
-                (down.bytes_delivered - self._last_bytes) * 8 / dt / 1000.0, 1)
-            if cap is not None and self._last_cap is not None:
-                row["capacity_kbps"] = round((cap - self._last_cap) / dt / 1000.0, 1)
-        self._last_t, self._last_cap, self._last_bytes = t, cap, down.bytes_delivered
-        self.timeline.append(row)
+    @property
+    def timeline(self) -> list[dict[str, Any]]:
+        """The sender's estimate and the downlink, sample by sample (netsim's rows)."""
+        return self.sampler.rows if self.sampler is not None else []
 
     async def serve(self, conn: edgewire.Connection) -> None:
         """The sender: the scenario's flows until the run stops."""
@@ -135,10 +113,14 @@ class _Run:
                 while True:
                     await bulk.send(message)
 
+            sampler = self.sampler = BweSampler(self.relay.link_stats("downlink"),
+                                                lambda: conn.session,
+                                                duration_s=self.duration)
+
             async def sample() -> None:
                 while True:
-                    self.sample(conn)
-                    await asyncio.sleep(K_SAMPLE_S)
+                    sampler.sample(self.relay.now())
+                    await asyncio.sleep(sampler.interval)
 
             tasks.append(asyncio.create_task(sample()))
             if any(k is not None for k in (self.mix.audio, self.mix.video, self.mix.tokens)):
@@ -241,7 +223,7 @@ async def _run_one(table: dict[str, Any], scheme: str, cert: Path, key: Path,
         raise RuntimeError(f"{table['name']}, {scheme}: the sender failed: "
                            f"{run.sender_error!r}") from run.sender_error
     down = stats["links"]["downlink"]
-    estimates = [r["estimate_kbps"] for r in run.timeline]
+    estimates = [r["estimate_kbps"] for r in run.timeline if r["estimate_kbps"] is not None]
     cap = run.capacity_bits
     row: dict[str, Any] = {
         "throughput_kbps": round(run.received_bytes * 8 / scenario.duration_s / 1000.0, 1),

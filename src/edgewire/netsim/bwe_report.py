@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgewire.netsim.link import Link
+from edgewire.netsim.stats import LinkStats
 from edgewire.transport import Session
 
 __all__ = ["BweSampler", "plot_timeline", "pyplot", "save_figure"]
@@ -27,11 +27,12 @@ K_MAX_SAMPLES = 2000
 
 
 class BweSampler:
-    """Samples one link direction and the session sending into it."""
+    """Samples one link direction (its statistics: netsim's ``Link.stats``, or the real-time
+    relay's ``link_stats``) and the session sending into it."""
 
-    def __init__(self, link: Link, sender: Callable[[], Session | None], *,
+    def __init__(self, stats: LinkStats, sender: Callable[[], Session | None], *,
                  duration_s: float) -> None:
-        self.link = link
+        self.stats = stats
         self._sender = sender
         self.interval = max(K_SAMPLE_INTERVAL, duration_s / K_MAX_SAMPLES)
         self.rows: list[dict[str, float | None]] = []
@@ -42,7 +43,7 @@ class BweSampler:
 
     def sample(self, now: float) -> None:
         """Record one row (call every ``interval`` of virtual time)."""
-        stats = self.link.stats
+        stats = self.stats
         dt = now - self._last_t
         cap = stats.capacity_bits_until(now)
         delivered = stats.bytes_delivered
@@ -66,7 +67,7 @@ class BweSampler:
 
     def mark_stop(self, now: float) -> None:
         """The traffic stops: capacity up to here is what utilization is measured against."""
-        self.capacity_bits_at_stop = self.link.stats.capacity_bits_until(now)
+        self.capacity_bits_at_stop = self.stats.capacity_bits_until(now)
 
     def summary(self, *, media_bytes: int, start_s: float, stop_s: float,
                 state: dict[str, Any] | None) -> dict[str, Any]:
@@ -84,7 +85,7 @@ class BweSampler:
                                "p95": round(float(np.percentile(est, 95)), 1)}
                               if est.size else None),
             "utilization": (round(media_bytes * 8 / cap, 4) if cap else None),
-            "queue_delay_ms": self.link.stats.queue_delay.percentiles_ms((50, 95)),
+            "queue_delay_ms": self.stats.queue_delay.percentiles_ms((50, 95)),
             "state": state,
             "timeline": self.rows,
         }

@@ -176,8 +176,8 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None, *,
                             address=SERVER_ADDR, seed=seed + 1, stop_at=stop)
     sim.add_application(client_app)
     sim.add_application(server_app)
-    samplers = {"uplink": BweSampler(up, lambda: client, duration_s=stop),
-                "downlink": BweSampler(down, lambda: server.sessions.get(CLIENT_ADDR),
+    samplers = {"uplink": BweSampler(up.stats, lambda: client, duration_s=stop),
+                "downlink": BweSampler(down.stats, lambda: server.sessions.get(CLIENT_ADDR),
                                        duration_s=stop)}
     _schedule_sampling(sim, list(samplers.values()), stop)
 
