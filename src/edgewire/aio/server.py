@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.connection import NetworkAddress
@@ -177,17 +177,13 @@ async def serve(
         logs = endpoint_log
     else:
         logs = _numbered(Path(endpoint_log))
+    where: dict[str, Any] = {"local_addr": (host, port), "family": family}
     if sock is not None:
         check_udp_socket(sock)
-        _, protocol = await loop.create_datagram_endpoint(
-            lambda: Server(handler, make_session, endpoint_log=logs), sock=sock)
-        return protocol
+        where = {"sock": sock}
     _, protocol = await loop.create_datagram_endpoint(
-        lambda: Server(handler, make_session, endpoint_log=logs), local_addr=(host, port),
-        family=family
-    )
+        lambda: Server(handler, make_session, endpoint_log=logs), **where)
     return protocol
-
 
 
 def _numbered(path: Path) -> EndpointLogFactory:

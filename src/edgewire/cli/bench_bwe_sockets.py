@@ -92,7 +92,6 @@ class _Run:
         self.stop = asyncio.Event()
         self.sampler: BweSampler | None = None
         self.received_bytes = 0
-        self.capacity_bits: float | None = None
         self.link_bytes = 0
         self.token_latency_p95_ms: float | None = None
         self.sender_error: BaseException | None = None
@@ -171,9 +170,9 @@ class _Run:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(),
                                        max(0.0, self.duration - self.relay.now()))
-            down = self.relay.link_stats("downlink")
-            self.capacity_bits = down.capacity_bits_until(self.relay.now())
-            self.link_bytes = down.bytes_delivered
+            if self.sampler is not None:
+                self.sampler.mark_stop(self.relay.now())
+            self.link_bytes = self.relay.link_stats("downlink").bytes_delivered
             self.stop.set()
             for ch in channels:
                 if ch.kind == "tokens":
@@ -224,7 +223,7 @@ async def _run_one(table: dict[str, Any], scheme: str, cert: Path, key: Path,
                            f"{run.sender_error!r}") from run.sender_error
     down = stats["links"]["downlink"]
     estimates = [r["estimate_kbps"] for r in run.timeline if r["estimate_kbps"] is not None]
-    cap = run.capacity_bits
+    cap = run.sampler.capacity_bits_at_stop if run.sampler is not None else None
     row: dict[str, Any] = {
         "throughput_kbps": round(run.received_bytes * 8 / scenario.duration_s / 1000.0, 1),
         "utilization": round(run.received_bytes * 8 / cap, 4) if cap else None,
