@@ -50,7 +50,8 @@ def test_registered_and_configured() -> None:
                 {"feedback_interval": float("inf")}, {"predict": 1},
                 {"predict_rate_factor": 0.0}, {"predict_rate_factor": 1.5},
                 {"predict_horizon": 0.0}, {"predict_min_queue": -0.001},
-                {"predict_min_queue": float("nan")}, {"queue_loss": 1}):
+                {"predict_min_queue": float("nan")}, {"queue_loss": 1},
+                {"reference_rtt": 0.0}, {"reference_rtt": float("inf")}):
         with pytest.raises(LocalProtocolError):
             DeliveryConfig(**bad)
     # it asks the peer for a report every feedback_interval; gcc states no wish
@@ -221,14 +222,17 @@ def test_a_peer_cannot_claim_faster_delivery_than_the_sending() -> None:
     json.dumps(est.state(), allow_nan=False)
 
 
-def _goal_run(name: str) -> dict[str, object]:
+def _goal_run(name: str, *, rtt_ms: float = 50.0,
+              bwe: dict[str, object] | None = None) -> dict[str, object]:
     from edgewire.cli.bench_bwe import _row, _step_figures, scenarios
     from edgewire.netsim.run import run_scenario
     from edgewire.netsim.scenario import parse_scenario
 
-    table = next(t for t in scenarios(20.0, None) if t["name"] == name)
-    result = run_scenario(parse_scenario(
-        {**table, "seed": 1, "transport": {"cc": "edgewire", "estimator": "delivery"}}))
+    table = next(t for t in scenarios(20.0, None, rtt_ms=rtt_ms) if t["name"] == name)
+    transport: dict[str, object] = {"cc": "edgewire", "estimator": "delivery"}
+    if bwe:
+        transport["bwe"] = bwe
+    result = run_scenario(parse_scenario({**table, "seed": 1, "transport": transport}))
     assert result["transport"]["estimator"] == "delivery"
     row = _row(result)
     if name.startswith("step"):
@@ -240,6 +244,18 @@ def test_netsim_constant_rate_goal() -> None:
     row = _goal_run("constant-2mbps")
     assert row["utilization"] >= 0.90  # type: ignore[operator]
     assert row["queue_delay_p95_ms"] <= 50  # type: ignore[operator]
+
+
+def test_netsim_constant_rate_goal_over_a_200ms_round_trip() -> None:
+    # an intercontinental path: the law's time constants stretch with the min RTT
+    row = _goal_run("constant-2mbps", rtt_ms=200)
+    assert row["utilization"] >= 0.90  # type: ignore[operator]
+    assert row["queue_delay_p95_ms"] <= 50  # type: ignore[operator]
+    # held at a short path's (a reference no path reaches), it swings between a full
+    # queue and an idle link
+    fixed = _goal_run("constant-2mbps", rtt_ms=200, bwe={"delivery": {"reference_rtt": 10.0}})
+    assert fixed["queue_delay_p95_ms"] > 50  # type: ignore[operator]
+    assert fixed["utilization"] < 0.90  # type: ignore[operator]
 
 
 def test_netsim_step_goals() -> None:
@@ -337,6 +353,55 @@ def test_the_prediction_credits_at_most_the_horizon_of_drain() -> None:
     _queued_report(est, extra=114, now=0.3824 + 1.1)
     sent = 114 * 1200 * 8 / (0.9 * 1_000_000)
     assert est.state()["predicted_queue_delay"] == pytest.approx(0.04 - 0.3 + sent, abs=1e-6)
+
+
+def test_a_path_up_to_the_reference_rtt_is_not_stretched() -> None:
+    # min RTTs of 50 and 80 ms (the default reference): the same figures as a reference
+    # no path reaches
+    for rtt in (0.05, 0.08):
+        runs = []
+        for reference in (DeliveryConfig().reference_rtt, 10.0):
+            est = DeliveryEstimator(_predicting(reference_rtt=reference))
+            est.on_rtt(rtt, now=0.0)
+            _queued_report(est, extra=12, now=0.5)
+            runs.append((est.state()["predicted_queue_delay"], est.target_bps))
+        assert runs[0] == runs[1]
+
+
+def _long_path(**delivery: object) -> DeliveryEstimator:
+    est = DeliveryEstimator(_predicting(**delivery))
+    est.on_rtt(0.28, now=0.0)  # 0.2 s beyond the 80 ms reference: stretch 3.5
+    return est
+
+
+def test_a_long_path_credits_more_drain_and_forecasts_cautiously_only_its_recent_part() -> None:
+    # as in the horizon test: the report comes 1.1 s after its latest packet, the sender
+    # went on at 1 Mbit/s meanwhile (114 packets 9.6 ms apart). On a path 0.2 s longer
+    # than the reference, 0.3 + 0.2 s of drain are credited, and only the packets of the
+    # last 1.1 - 0.2 s are forecast at 0.9 x the delivered rate (the 94 sent after 0.5824
+    # s); the 20 before count at the rate itself
+    est = _long_path()
+    _queued_report(est, extra=114, now=0.3824 + 1.1)
+    expect = 0.04 - 0.5 + 20 * 0.0096 + 94 * 0.0096 / 0.9
+    assert est.state()["predicted_queue_delay"] == pytest.approx(expect, abs=1e-6)
+
+
+def test_a_long_path_drains_and_grows_more_gently() -> None:
+    # 30 ms of queue above the 10 ms target: drained within 0.2 s on a short path
+    # (0.85 x the delivered 1 Mbit/s), within 0.2 x 3.5 s on one 0.2 s longer
+    short = DeliveryEstimator(_predicting(predict=False))
+    _queued_report(short, extra=0, now=0.5)
+    assert short.state()["delay_based_bps"] == pytest.approx(850_000, rel=1e-6)
+    long = _long_path(predict=False)
+    _queued_report(long, extra=0, now=0.5)
+    assert long.state()["delay_based_bps"] == pytest.approx(
+        (1 - 0.03 / 0.7) * 1_000_000, rel=1e-6)
+    # no queue: 1 + gain on a short path, 1 + gain / 3.5 on the long one
+    for est, gain in ((DeliveryEstimator(_predicting()), 0.25),
+                      (_long_path(), 0.25 / 3.5)):
+        _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
+        assert est.state()["delay_based_bps"] == pytest.approx(1_000_000 * (1 + gain),
+                                                               rel=1e-6)
 
 
 def test_an_application_below_its_rate_predicts_nothing() -> None:

@@ -182,6 +182,37 @@ def test_bench_bwe_records_the_trace_starts(tmp_path: Path,
     assert all(not per for per in report["trace_windows"]["schemes"].values())
 
 
+def test_bench_bwe_runs_every_link_at_the_round_trip_asked(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from edgewire.cli.bench_bwe import (
+        K_RTT_MS,
+        _goals,
+        add_bench_bwe_arguments,
+        main_bench_bwe,
+        run_bench_bwe,
+        scenarios,
+    )
+
+    assert all(t.get("link", t.get("downlink"))["delay_ms"] == 100.0
+               for t in scenarios(5, None, rtt_ms=200))
+    assert all(t["link"]["delay_ms"] == K_RTT_MS / 2 for t in scenarios(5, None))
+    report = run_bench_bwe(seconds=1.0, schemes=("reno",), only=("constant",), rtt_ms=300)
+    assert report["params"]["rtt_ms"] == 300.0
+    # the token goal is 2 x RTT + 50 ms of the links run
+    row = {"tokens_latency_p95_ms": 400.0, "queue_delay_p95_ms": 1.0, "delay_p95_ms": 1.0,
+           "utilization": 1.0, "throughput_kbps": 1.0}
+    assert _goals("competition-2mbps", {"edgewire": row})["tokens_p95<=2rtt+50ms"] is False
+    assert _goals("competition-2mbps", {"edgewire": row},
+                  rtt_ms=200)["tokens_p95<=2rtt+50ms"] is True
+    parser = argparse.ArgumentParser()
+    add_bench_bwe_arguments(parser)
+    for bad in ("0", "nan", "5000"):
+        assert main_bench_bwe(parser.parse_args(["--rtt-ms", bad])) == 2
+        assert "rtt must be 1..2000 ms" in capsys.readouterr().out
+
+
 def test_bench_bwe_gives_the_same_figures_in_several_processes(
         capsys: pytest.CaptureFixture[str]) -> None:
     import argparse

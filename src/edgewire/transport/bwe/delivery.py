@@ -38,6 +38,12 @@ outage's overflow would cut the loss-based estimate down to where the law had cu
 rate for the outage's queue, and hold it there: at a few packets a second its pool of
 reports takes seconds to fill with the low loss that would release it.
 
+On a path whose min RTT is longer than ``reference_rtt`` (80 ms), every report is older
+and every rate change shows later by the extra round trip: the drain horizon and the gain
+stretch with it, and so does the prediction's view of a report's age, or the law, tuned
+for a short path, overshoots each way (a 200 ms round trip oscillated between a full and
+an empty queue). Up to ``reference_rtt`` nothing changes.
+
 When feedback stops, the rate is held (``timeout_factor``): edgewire's congestion
 controller (``transport.cc``) bounds what is in flight to one window of the rate, so a
 dead path cannot be filled beyond it, and a path whose feedback only was delayed is not
@@ -74,6 +80,7 @@ class DeliveryEstimator(FeedbackEstimator):
         self._rate = config.start_bps
         self._startup = config.delivery.startup_gain > 1.0
         self._base = WindowedMin(config.delivery.base_window)
+        self._min_rtt = WindowedMin(config.delivery.base_window)
         # the fastest delivered rate (negated), over periods as long as the base delay's
         self._fastest = WindowedMin(config.delivery.base_window)
         self._report_min = math.inf
@@ -102,6 +109,12 @@ class DeliveryEstimator(FeedbackEstimator):
         self._startup_ended_at: float | None = None
 
     # ------------------------------------------------------------------ hooks
+
+    def on_rtt(self, rtt: float, *, now: float) -> None:
+        """Take a new smoothed RTT; its smallest of the last one to two ``base_window``
+        periods is the path's min RTT (``reference_rtt``)."""
+        super().on_rtt(rtt, now=now)
+        self._min_rtt.add(self._rtt, now)
 
     def on_sent(self, *, size_bytes: int, now: float) -> None:
         """Count a sent packet, and log it for the queue prediction."""
@@ -171,9 +184,29 @@ class DeliveryEstimator(FeedbackEstimator):
             rate = min(rate, K_MAX_DELIVERY_OVER_SEND * self.sent_bps)
         if not rate:
             return queue
-        drained = min(max(now - sent_at, 0.0), cfg.predict_horizon)
-        after = self._sent_log.bytes_after(sent_at) * 8 / (cfg.predict_rate_factor * rate)
+        # on a path longer than reference_rtt the report is older by the extra round trip:
+        # credit that much more drain, and forecast cautiously only what was sent in the
+        # part of the report's age a reference path would have (the caution's bias grows
+        # with the age: over a 200 ms round trip it alone exceeded the queue target)
+        extra = self._extra_rtt()
+        age = max(now - sent_at, 0.0)
+        drained = min(age, cfg.predict_horizon + extra)
+        log = self._sent_log
+        after_bytes = log.bytes_after(sent_at)
+        if extra > 0.0:
+            recent = log.bytes_after(max(sent_at, now - max(age - extra, 0.0)))
+            after = ((after_bytes - recent) * 8 / rate
+                     + recent * 8 / (cfg.predict_rate_factor * rate))
+        else:
+            after = after_bytes * 8 / (cfg.predict_rate_factor * rate)
         return max(0.0, queue - drained + after)
+
+    def _extra_rtt(self) -> float:
+        """How much the path's min RTT exceeds ``reference_rtt`` (seconds, >= 0)."""
+        low = self._min_rtt.value
+        if not math.isfinite(low):
+            return 0.0
+        return max(0.0, low - self._config.delivery.reference_rtt)
 
     def _transmission_excess(self, d: float) -> float:
         """How much longer a packet takes to cross the bottleneck at ``d`` than at the
@@ -210,13 +243,15 @@ class DeliveryEstimator(FeedbackEstimator):
             if self._startup:
                 self._rate = max(self._rate, cfg.startup_gain * d)
             elif q > target:
-                factor = max(1.0 - (q - target) / cfg.drain_horizon,
+                stretch = 1.0 + self._extra_rtt() / cfg.reference_rtt
+                factor = max(1.0 - (q - target) / (cfg.drain_horizon * stretch),
                              cfg.min_factor)
                 if d * factor < self._rate:
                     self._rate = d * factor
                     self._decreases += 1
             else:
-                rate = d * (1.0 + cfg.gain * (target - q) / target)
+                stretch = 1.0 + self._extra_rtt() / cfg.reference_rtt
+                rate = d * (1.0 + cfg.gain / stretch * (target - q) / target)
                 # a sender below its rate has not shown the path carries less
                 if rate > self._rate or self._sending_at_target(now):
                     if rate < self._rate:
