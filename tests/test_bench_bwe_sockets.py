@@ -47,6 +47,8 @@ def test_edgewire_keeps_the_bottleneck_queue_short_where_reno_fills_it(
     (["--only", "nothing-like-this"], "matches no scenario"),
     (["--seconds", "0"], "seconds must be > 0"),
     (["--schemes", ","], "--schemes and --only must name something"),
+    (["--rtt-ms", "0"], "rtt must be 1..2000 ms"),
+    (["--rtt-ms", "inf"], "rtt must be 1..2000 ms"),
 ])
 def test_bad_options_are_clear_errors(argv: list[str], message: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -258,6 +258,14 @@ def test_netsim_constant_rate_goal_over_a_200ms_round_trip() -> None:
     assert fixed["utilization"] < 0.90  # type: ignore[operator]
 
 
+def test_netsim_step_goals_over_a_200ms_round_trip() -> None:
+    row = _goal_run("step-2-0.5-2mbps", rtt_ms=200)
+    for key, limit in (("down_estimate_within_20pct_s", 2.0),
+                       ("down_queue_p95_under_50ms_s", 3.0), ("up_estimate_80pct_s", 5.0)):
+        assert row[key] is not None
+        assert row[key] <= limit  # type: ignore[operator]
+
+
 def test_netsim_step_goals() -> None:
     row = _goal_run("step-2-0.5-2mbps")
     assert row["down_estimate_within_20pct_s"] is not None
@@ -378,11 +386,15 @@ def test_a_long_path_credits_more_drain_and_forecasts_cautiously_only_its_recent
     # as in the horizon test: the report comes 1.1 s after its latest packet, the sender
     # went on at 1 Mbit/s meanwhile (114 packets 9.6 ms apart). On a path 0.2 s longer
     # than the reference, 0.3 + 0.2 s of drain are credited, and only the packets of the
-    # last 1.1 - 0.2 s are forecast at 0.9 x the delivered rate (the 94 sent after 0.5824
-    # s); the 20 before count at the rate itself
+    # last 1.1 - 0.2 s are forecast at 0.9 x the bottleneck's rate (the 94 sent after
+    # 0.5824 s); the 20 before count at the rate itself. That rate is taken over 0.25 s
+    # of arrivals (0.1 s x 3.5, at most half the 0.5 s acked-rate window), not 0.1 s: the
+    # last 22 arrivals, the report's 20 and the previous report's last two, 40 ms before
+    # them, 21 packets' worth in 0.2496 s
     est = _long_path()
     _queued_report(est, extra=114, now=0.3824 + 1.1)
-    expect = 0.04 - 0.5 + 20 * 0.0096 + 94 * 0.0096 / 0.9
+    rate = 21 * 1200 * 8 / 0.2496
+    expect = 0.04 - 0.5 + (20 * 1200 * 8 / rate) + (94 * 1200 * 8 / (0.9 * rate))
     assert est.state()["predicted_queue_delay"] == pytest.approx(expect, abs=1e-6)
 
 

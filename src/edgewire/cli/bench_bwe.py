@@ -102,6 +102,15 @@ def _bulk_down(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return down
 
 
+def check_rtt_ms(rtt_ms: object) -> float:
+    """``rtt_ms`` as a float; ValueError unless it is a number within K_RTT_RANGE_MS."""
+    low, high = K_RTT_RANGE_MS
+    if (isinstance(rtt_ms, bool) or not isinstance(rtt_ms, (int, float))
+            or not (math.isfinite(rtt_ms) and low <= rtt_ms <= high)):
+        raise ValueError(f"rtt must be {low:g}..{high:g} ms, got {rtt_ms!r}")
+    return float(rtt_ms)
+
+
 def trace_scenario_name(stem: str, start_s: float) -> str:
     """Name of the trace scenario of ``stem`` started ``start_s`` seconds in."""
     return f"trace-{stem}" if start_s == 0 else f"trace-{stem}@{start_s:g}s"
@@ -253,11 +262,7 @@ def run_bench_bwe(*, seconds: float = 30.0, seed: int = 1,
     settings for edgewire's schemes (``config_with`` keys: ``{"delivery.gain": 0.5}``),
     for trying a change of them on every scenario at once; ``rtt_ms``: the round-trip
     propagation delay of every scenario's link (the token goal follows it)."""
-    low, high = K_RTT_RANGE_MS
-    if (isinstance(rtt_ms, bool) or not isinstance(rtt_ms, (int, float))
-            or not (math.isfinite(rtt_ms) and low <= rtt_ms <= high)):
-        raise ValueError(f"rtt must be {low:g}..{high:g} ms, got {rtt_ms!r}")
-    rtt_ms = float(rtt_ms)
+    rtt_ms = check_rtt_ms(rtt_ms)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
     settings = dict(bwe or {})
@@ -531,12 +536,17 @@ def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an estimator setting for edgewire's schemes (a BweConfig "
                              "field, parts by dotted key: delivery.queue_target=0.02); "
                              "repeatable; reno and cubic run as they are")
+    add_rtt_argument(parser)
+    parser.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
+    parser.add_argument("--json", action="store_true")
+
+
+def add_rtt_argument(parser: argparse.ArgumentParser) -> None:
+    """``--rtt-ms``: the round trip of every scenario's link."""
     parser.add_argument("--rtt-ms", type=float, default=K_RTT_MS, metavar="MS",
                         help="round-trip propagation delay of every scenario's link, half "
                              f"each way (default {K_RTT_MS:g}; the issue's goals are set "
                              "at 50)")
-    parser.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
-    parser.add_argument("--json", action="store_true")
 
 
 def _print_runs(runs: list[dict[str, Any]]) -> None:

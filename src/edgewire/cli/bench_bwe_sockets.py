@@ -45,8 +45,11 @@ from edgewire.aio.relay import Relay, start_relay
 from edgewire.aio.runner import send_workload
 from edgewire.certs import write_self_signed
 from edgewire.cli.bench_bwe import (
+    K_RTT_MS,
     _goals,
     _step_figures,
+    add_rtt_argument,
+    check_rtt_ms,
     pantheon_chart,
     print_goals,
     scenarios,
@@ -253,14 +256,18 @@ async def _run_one(table: dict[str, Any], scheme: str, cert: Path, key: Path,
 async def run_bench_bwe_sockets(
         *, seconds: float = 10.0, schemes: tuple[str, ...] = SCHEMES,
         only: tuple[str, ...] = DEFAULT_ONLY, plot_dir: Path | None = None,
+        rtt_ms: float = K_RTT_MS,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Every chosen scenario x scheme over real sockets; one JSON-ready dict."""
+    """Every chosen scenario x scheme over real sockets, every link ``rtt_ms`` round
+    trip; one JSON-ready dict."""
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"seconds must be > 0, got {seconds!r}")
+    rtt_ms = check_rtt_ms(rtt_ms)
     for scheme in schemes:
         scheme_transport(scheme)  # a clear error before anything runs
     traces = trace_dir() if any("trace" in o for o in only) else None
-    tables = [t for t in scenarios(seconds, traces) if any(o in t["name"] for o in only)]
+    tables = [t for t in scenarios(seconds, traces, rtt_ms=rtt_ms)
+              if any(o in t["name"] for o in only)]
     if not tables:
         known = ", ".join(t["name"] for t in scenarios(seconds, trace_dir()))
         raise ValueError(f"--only {','.join(only)!r} matches no scenario (scenarios: {known})")
@@ -279,11 +286,13 @@ async def run_bench_bwe_sockets(
                 if plot is not None:
                     plots.append(plot)
             out[table["name"]] = {"schemes": rows,
-                                  "goals": {s: _goals(table["name"], rows, s) for s in rows
+                                  "goals": {s: _goals(table["name"], rows, s, rtt_ms)
+                                            for s in rows
                                             if s.startswith("edgewire")}}
     if plot_dir is not None:
         plots.insert(0, str(pantheon_chart(out, plot_dir / "bwe-sockets-pantheon.png")))
     report: dict[str, Any] = {"params": {"seconds": seconds, "schemes": list(schemes),
+                                         "rtt_ms": rtt_ms,
                                          "transport": "real UDP sockets, loopback, "
                                                       "through the real-time relay"},
                               "scenarios": out}
@@ -303,6 +312,7 @@ def add_bench_bwe_sockets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default=",".join(DEFAULT_ONLY),
                         help="comma-separated substrings of scenario names (default: "
                              "constant,step,competition; 'trace' runs the cellular traces)")
+    add_rtt_argument(parser)
     parser.add_argument("--plot", metavar="DIR",
                         help="write Pantheon's chart (throughput against p95 one-way delay) "
                              "and each edgewire run's timeline as PNG into DIR")
@@ -323,7 +333,7 @@ def main_bench_bwe_sockets(args: argparse.Namespace, *,
     try:
         result = asyncio.run(run_bench_bwe_sockets(seconds=args.seconds, schemes=schemes,
                                                    only=only, plot_dir=plot_dir,
-                                                   progress=progress))
+                                                   rtt_ms=args.rtt_ms, progress=progress))
     except ValueError as exc:
         print(f"edgewire: error: {exc}")
         return 2

@@ -386,10 +386,12 @@ class DeliveryConfig:
     smoothed RTT of the last one to two ``base_window`` periods) is at most this many
     seconds. On a longer path each report is older and each rate change shows later, so
     they stretch with the path: the drain horizon grows and the gain shrinks by the
-    factor min RTT ÷ ``reference_rtt``, and the prediction credits drain, and applies its
+    factor min RTT ÷ ``reference_rtt``, the prediction credits drain, and applies its
     cautious forecast, as a path this long would (the predict horizon plus, and the
-    caution over the report's age less, the min RTT beyond it). Fixed, a 200 ms path
-    oscillated at 0.81 of its capacity with 96 ms of p95 queue; stretched, 1.01 at 21 ms."""
+    caution over the report's age less, the min RTT beyond it), and it takes the
+    bottleneck's rate over ``rate_span`` x that factor (at most half ``acked_window``).
+    Fixed, a 200 ms path oscillated at 0.81 of its capacity with 96 ms of p95 queue;
+    stretched, 1.01 at 21 ms."""
 
     def __post_init__(self) -> None:
         _positive("delivery.queue_target", self.queue_target)

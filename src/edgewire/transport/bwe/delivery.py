@@ -40,9 +40,10 @@ reports takes seconds to fill with the low loss that would release it.
 
 On a path whose min RTT is longer than ``reference_rtt`` (80 ms), every report is older
 and every rate change shows later by the extra round trip: the drain horizon and the gain
-stretch with it, and so does the prediction's view of a report's age, or the law, tuned
-for a short path, overshoots each way (a 200 ms round trip oscillated between a full and
-an empty queue). Up to ``reference_rtt`` nothing changes.
+stretch with it, and so do the prediction's view of a report's age and the span its
+forecast of the bottleneck's rate is taken over, or the law, tuned for a short path,
+overshoots each way (a 200 ms round trip oscillated between a full and an empty queue).
+Up to ``reference_rtt`` nothing changes.
 
 When feedback stops, the rate is held (``timeout_factor``): edgewire's congestion
 controller (``transport.cc``) bounds what is in flight to one window of the rate, so a
@@ -178,7 +179,18 @@ class DeliveryEstimator(FeedbackEstimator):
             # an application below its rate: the delivered rate is its own, not the
             # bottleneck's, and its bursts (a video frame) would read as queue
             return queue
-        rates = [r for r in (recent_bps, self._acked.recent_bps(2 * cfg.rate_span)) if r]
+        extra = self._extra_rtt()
+        if extra > 0.0:
+            # the forecast divides a round trip's worth of sent bytes, so its noise grows
+            # with the path: take it over a span that stretches with the path too (at
+            # 0.5 Mbit/s, 0.1 s holds five packets, and one idle gap among them read as a
+            # queue of a second on a 200 ms path)
+            span = min(cfg.rate_span * (1.0 + extra / cfg.reference_rtt),
+                       self._config.acked_window / 2)
+            rates = [r for r in (self._acked.recent_bps(span),) if r]
+        else:
+            rates = [r for r in (recent_bps, self._acked.recent_bps(2 * cfg.rate_span))
+                     if r]
         rate = min(rates) if rates else self._acked.rate_bps()
         if rate and self.sent_bps is not None:  # the same bound as the delivered rate's
             rate = min(rate, K_MAX_DELIVERY_OVER_SEND * self.sent_bps)
@@ -188,7 +200,6 @@ class DeliveryEstimator(FeedbackEstimator):
         # credit that much more drain, and forecast cautiously only what was sent in the
         # part of the report's age a reference path would have (the caution's bias grows
         # with the age: over a 200 ms round trip it alone exceeded the queue target)
-        extra = self._extra_rtt()
         age = max(now - sent_at, 0.0)
         drained = min(age, cfg.predict_horizon + extra)
         log = self._sent_log
