@@ -185,8 +185,7 @@ class DeliveryEstimator(FeedbackEstimator):
             # with the path: take it over a span that stretches with the path too (at
             # 0.5 Mbit/s, 0.1 s holds five packets, and one idle gap among them read as a
             # queue of a second on a 200 ms path)
-            span = min(cfg.rate_span * (1.0 + extra / cfg.reference_rtt),
-                       self._config.acked_window / 2)
+            span = min(cfg.rate_span * self._stretch(), self._config.acked_window / 2)
             rates = [r for r in (self._acked.recent_bps(span),) if r]
         else:
             rates = [r for r in (recent_bps, self._acked.recent_bps(2 * cfg.rate_span))
@@ -211,6 +210,11 @@ class DeliveryEstimator(FeedbackEstimator):
         else:
             after = after_bytes * 8 / (cfg.predict_rate_factor * rate)
         return max(0.0, queue - drained + after)
+
+    def _stretch(self) -> float:
+        """min RTT ÷ ``reference_rtt`` on a longer path, else 1: how much the law's time
+        constants stretch."""
+        return 1.0 + self._extra_rtt() / self._config.delivery.reference_rtt
 
     def _extra_rtt(self) -> float:
         """How much the path's min RTT exceeds ``reference_rtt`` (seconds, >= 0)."""
@@ -251,17 +255,16 @@ class DeliveryEstimator(FeedbackEstimator):
             if self._startup and q > target:
                 self._startup = False
                 self._startup_ended_at = now
+            stretch = self._stretch()
             if self._startup:
                 self._rate = max(self._rate, cfg.startup_gain * d)
             elif q > target:
-                stretch = 1.0 + self._extra_rtt() / cfg.reference_rtt
                 factor = max(1.0 - (q - target) / (cfg.drain_horizon * stretch),
                              cfg.min_factor)
                 if d * factor < self._rate:
                     self._rate = d * factor
                     self._decreases += 1
             else:
-                stretch = 1.0 + self._extra_rtt() / cfg.reference_rtt
                 rate = d * (1.0 + cfg.gain / stretch * (target - q) / target)
                 # a sender below its rate has not shown the path carries less
                 if rate > self._rate or self._sending_at_target(now):
