@@ -59,9 +59,9 @@ __all__ = ["SCHEMES", "add_bench_bwe_arguments", "main_bench_bwe", "run_bench_bw
 SCHEMES = ("edgewire", "edgewire-gcc", "reno", "cubic")
 #: Cellular traces (file stem) the benchmark replays, downlink and uplink.
 TRACES = ("Verizon-LTE-short", "ATT-LTE-driving-2016", "TMobile-UMTS-driving")
-#: One-way delay each way (RTT 50 ms) and the bottleneck queue of every scenario.
-K_DELAY_MS = 25
-K_RTT_MS = 2.0 * K_DELAY_MS
+#: Round trip (half each way; ``--rtt-ms`` changes it) and bottleneck queue of every
+#: scenario.
+K_RTT_MS = 50.0
 K_QUEUE_PACKETS = 100
 #: Round trips ``--rtt-ms`` accepts (ms).
 K_RTT_RANGE_MS = (1.0, 2000.0)
