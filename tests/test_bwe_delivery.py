@@ -51,7 +51,7 @@ def test_registered_and_configured() -> None:
                 {"predict_rate_factor": 0.0}, {"predict_rate_factor": 1.5},
                 {"predict_horizon": 0.0}, {"predict_min_queue": -0.001},
                 {"predict_min_queue": float("nan")}, {"queue_loss": 1},
-                {"reference_rtt": 0.0}, {"reference_rtt": float("inf")}):
+                {"reference_rtt": 0.0}, {"reference_rtt": float("inf")}, {"busy_rate": 1}):
         with pytest.raises(LocalProtocolError):
             DeliveryConfig(**bad)
     # it asks the peer for a report every feedback_interval; gcc states no wish
@@ -266,6 +266,26 @@ def test_netsim_step_goals_over_a_200ms_round_trip() -> None:
         assert row[key] <= limit  # type: ignore[operator]
 
 
+def test_netsim_goals_over_a_300ms_round_trip() -> None:
+    # the constant link, the step and the competition (video, tokens and a bulk
+    # transfer) over a path as long as a device to a cloud region across an ocean
+    constant = _goal_run("constant-2mbps", rtt_ms=300)
+    assert constant["utilization"] >= 0.90  # type: ignore[operator]
+    assert constant["queue_delay_p95_ms"] <= 50  # type: ignore[operator]
+    step = _goal_run("step-2-0.5-2mbps", rtt_ms=300)
+    for key, limit in (("down_estimate_within_20pct_s", 2.0),
+                       ("down_queue_p95_under_50ms_s", 3.0), ("up_estimate_80pct_s", 5.0)):
+        assert step[key] is not None
+        assert step[key] <= limit  # type: ignore[operator]
+    competition = _goal_run("competition-2mbps", rtt_ms=300)
+    assert competition["utilization"] >= 0.90  # type: ignore[operator]
+    assert competition["queue_delay_p95_ms"] <= 50  # type: ignore[operator]
+    # with the rate taken by arrival time, the idle spells its full window leaves read as
+    # a slower path, and the rate swings every half second
+    arrival = _goal_run("competition-2mbps", rtt_ms=300, bwe={"delivery": {"busy_rate": False}})
+    assert arrival["utilization"] < 0.80  # type: ignore[operator]
+
+
 def test_netsim_step_goals() -> None:
     row = _goal_run("step-2-0.5-2mbps")
     assert row["down_estimate_within_20pct_s"] is not None
@@ -414,6 +434,50 @@ def test_a_long_path_drains_and_grows_more_gently() -> None:
         _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
         assert est.state()["delay_based_bps"] == pytest.approx(1_000_000 * (1 + gain),
                                                                rel=1e-6)
+
+
+def test_a_bad_min_rtt_is_refused() -> None:
+    est = DeliveryEstimator(BweConfig())
+    for bad in (0.0, -0.1, float("nan"), float("inf"), True, "0.3"):
+        with pytest.raises(LocalProtocolError):
+            est.on_rtt(0.3, now=0.0, min_rtt=bad)  # type: ignore[arg-type]
+
+
+def _idle_gap_run(*, min_rtt: float, busy_rate: bool = True,
+                  arrival_gap: float = 0.0096) -> DeliveryEstimator:
+    """Three reports of a 1 Mbit/s sender (1200 B every 9.6 ms) on a path of ``min_rtt``
+    with no queue; in the third the sender paused for 48 ms (its window full) after the
+    10th packet, so the bottleneck sat idle. ``arrival_gap`` > 9.6 ms instead makes every
+    packet of the third report wait behind the one before (a slower bottleneck)."""
+    est = DeliveryEstimator(_predicting(predict=False, busy_rate=busy_rate))
+    est.on_rtt(min_rtt, now=0.0, min_rtt=min_rtt)
+    _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
+    _report(est, 20, 0.192, 20, 0.0096, 0.025, now=0.45)
+    rows = []
+    for i in range(15):
+        send = 0.384 + i * 0.0096 + (0.048 if i >= 10 else 0.0)
+        est.on_sent(size_bytes=1200, now=send)
+        arrival = (50.0 + send + 0.025 if arrival_gap == 0.0096
+                   else 50.0 + 0.384 + 0.025 + i * arrival_gap)
+        rows.append(PacketResult(40 + i, send, 1200, arrival))
+    est.on_feedback(rows, now=0.7)
+    return est
+
+
+def test_a_long_path_takes_the_bottleneck_rate_over_its_busy_time() -> None:
+    # the last 0.1 s of arrivals hold 6 packets, 4 gaps of 9.6 ms and one of 57.6 ms:
+    # 5 x 9,600 bits over 0.096 s by arrival time. Every packet met no queue, so the
+    # idle spell before the 11th is the sender's: busy for one packet's time at the
+    # fastest delivered rate (1 Mbit/s), and the rate is 1 Mbit/s
+    plain = 5 * 1200 * 8 / (4 * 0.0096 + 0.0576)
+    assert _idle_gap_run(min_rtt=0.3).delivered_bps == pytest.approx(1_000_000, rel=1e-6)
+    # turned off, or on a path up to the reference RTT: arrival time throughout
+    for est in (_idle_gap_run(min_rtt=0.3, busy_rate=False), _idle_gap_run(min_rtt=0.05)):
+        assert est.delivered_bps == pytest.approx(plain, rel=1e-6)
+    # a bottleneck that slowed to 0.5 Mbit/s: each packet waited for the one before, so
+    # every gap was busy and the rate is what arrived
+    slow = _idle_gap_run(min_rtt=0.3, arrival_gap=0.0192)
+    assert slow.delivered_bps == pytest.approx(1200 * 8 / 0.0192, rel=1e-6)
 
 
 def test_an_application_below_its_rate_predicts_nothing() -> None:

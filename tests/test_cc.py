@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgewire.transport import quicstats
 from edgewire.transport.cc import (
+    K_BURST_REFERENCE_RTT,
     K_MIN_PACKETS,
     K_MIN_RTT_WINDOW,
     K_MIN_WINDOW_TIME,
@@ -146,3 +148,41 @@ def test_an_idle_period_grants_no_window_when_sending_resumes() -> None:
     timer = cc.get_timer()
     assert timer is not None
     assert timer > 60.1
+
+
+def test_the_pacing_burst_does_not_grow_with_the_path_beyond_the_reference() -> None:
+    cc = _cc()
+    assert cc.burst_rtt(0.3) == 0.3  # no sample yet
+    cc.on_rtt_measurement(now=0.0, rtt=0.05)
+    assert cc.burst_rtt(0.12) == 0.12  # a short path: all of the smoothed RTT
+    long = _cc()
+    long.on_rtt_measurement(now=0.0, rtt=0.3)
+    for i in range(1, 20):  # later samples never lower the connection's smallest
+        long.on_rtt_measurement(now=1.0 * i, rtt=0.35)
+    extra = 0.3 - K_BURST_REFERENCE_RTT
+    assert long.burst_rtt(0.32) == pytest.approx(0.32 - extra)
+    assert long.burst_rtt(0.25) == K_BURST_REFERENCE_RTT  # never below the reference
+
+
+def test_pace_at_takes_the_burst_from_the_burst_rtt() -> None:
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    def pacer_after(burst_rtt: object) -> tuple[float, float]:
+        quic = QuicConnection(configuration=QuicConfiguration(
+            is_client=True, congestion_control_algorithm="edgewire"))
+        quicstats.pace_at(quic, lambda: 2_000_000.0, burst_rtt=burst_rtt)
+        pacer = quic._loss._pacer
+        pacer.bucket_time = 1.0
+        pacer.update_rate(congestion_window=1, smoothed_rtt=0.3)
+        return pacer.bucket_max, pacer.bucket_time
+
+    size = QuicConfiguration(is_client=True).max_datagram_size
+    # aioquic's own: a quarter of 0.3 s at 2 Mbit/s (18,750 bytes, under 16 packets)
+    own = pacer_after(None)
+    assert own[0] == pytest.approx(min(18_750, 16 * size) * 8 / 2_000_000)
+    # from 80 ms instead: 5,000 bytes, 20 ms at the rate; the bucket is cut to it
+    assert pacer_after(lambda srtt: srtt - 0.22) == (pytest.approx(0.02, rel=1e-3),
+                                                     pytest.approx(0.02, rel=1e-3))
+    # never below two packets
+    assert pacer_after(lambda srtt: 0.001)[0] == pytest.approx(2 * size * 8 / 2_000_000)

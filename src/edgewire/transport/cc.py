@@ -14,6 +14,13 @@ sender one window after the ACKs stop, whatever the estimator has yet to learn: 
 it can build is bounded by the window. The min RTT is the smallest RTT sample of the last
 K_MIN_RTT_WINDOW to K_MIN_RTT_WINDOW x 2 seconds, so a longer path is learned again.
 
+aioquic's pacer lets a quarter of the smoothed RTT's worth of the rate leave at once
+after an idle spell (:func:`quicstats.pace_at` passes :meth:`burst_rtt`): on a 300 ms
+path that burst is 75 ms of the rate, far above a low-delay target of a few
+milliseconds of queue, and a window-limited sender releases one every round trip. So
+the path's min RTT beyond K_BURST_REFERENCE_RTT does not count towards the burst; the
+queueing delay in the smoothed RTT still does, as on a short path.
+
 A full window after a blackout would hold the sender until QUIC's probe timeout (which
 backs off to seconds) frees it: the packets in flight were lost with the path. So while no
 ACK has come for K_SILENCE_AFTER beyond the window time, the window grows by one packet,
@@ -39,7 +46,7 @@ from aioquic.quic.congestion.base import (
 )
 from aioquic.quic.packet_builder import QuicSentPacket
 
-__all__ = ["CONGESTION_CONTROL_NAME", "EdgewireCongestionControl"]
+__all__ = ["CONGESTION_CONTROL_NAME", "K_BURST_REFERENCE_RTT", "EdgewireCongestionControl"]
 
 #: Name under which the controller is registered with aioquic.
 CONGESTION_CONTROL_NAME = "edgewire"
@@ -63,6 +70,11 @@ K_SILENCE_INTERVAL = 0.1  # seconds
 K_SILENCE_MAX_INTERVAL = 0.2  # seconds: five packets a second into a dark path
 #: Fewest packets the window allows, so ACK clocking never stalls.
 K_MIN_PACKETS = 4
+#: The pacer's burst after an idle spell grows with the smoothed RTT only up to a path
+#: whose min RTT is this long (the delivery estimator's default ``reference_rtt``).
+#: Beyond it, a 300 ms path's bursts of 75 ms of the rate kept a standing queue that
+#: stalled the window every round trip (competition scenario: 0.60 of the link).
+K_BURST_REFERENCE_RTT = 0.08  # seconds
 
 
 def _doubling_steps() -> int:
@@ -113,6 +125,7 @@ class EdgewireCongestionControl(QuicCongestionControl):
         self._min_cur = math.inf
         self._min_prev = math.inf
         self._min_start: float | None = None
+        self._lowest_rtt = math.inf  # the connection's smallest RTT sample
         self._window_time = K_MIN_WINDOW_TIME
         self._quiet_since: float | None = None  # last ACK, or first send after idle
         self._credit = 0  # packets the window holds beyond the target's, while silent
@@ -132,6 +145,17 @@ class EdgewireCongestionControl(QuicCongestionControl):
         """Smallest RTT sample of the last K_MIN_RTT_WINDOW to 2 x K_MIN_RTT_WINDOW s."""
         best = min(self._min_cur, self._min_prev)
         return best if best < math.inf else None
+
+    def burst_rtt(self, smoothed_rtt: float) -> float:
+        """The RTT the pacer's burst allowance is taken from: the smoothed RTT less what
+        the path's RTT (the connection's smallest sample: a long outage keeps a short
+        path's recent samples high) exceeds K_BURST_REFERENCE_RTT by (module
+        docstring)."""
+        low = self._lowest_rtt
+        if not math.isfinite(low):
+            return smoothed_rtt
+        return max(smoothed_rtt - max(0.0, low - K_BURST_REFERENCE_RTT),
+                   min(smoothed_rtt, K_BURST_REFERENCE_RTT))
 
     def _update_window(self) -> None:
         rtt = self.min_rtt
@@ -210,6 +234,7 @@ class EdgewireCongestionControl(QuicCongestionControl):
             self._min_start = now
         if rtt > 0:
             self._min_cur = min(self._min_cur, rtt)
+            self._lowest_rtt = min(self._lowest_rtt, rtt)
         self._update_window()
 
     def get_log_data(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ __all__ = [
     "host_connection_ids",
     "is_one_rtt",
     "max_datagram_payload",
+    "min_rtt_or_none",
     "nothing_to_send",
     "observe_sent_packets",
     "pace_at",
@@ -94,6 +95,12 @@ def smoothed_rtt_or_none(quic: QuicConnection) -> float | None:
     return float(loss._rtt_smoothed) if loss._rtt_initialized else None
 
 
+def min_rtt_or_none(quic: QuicConnection) -> float | None:
+    """The connection's smallest RTT sample so far (seconds), or None before any."""
+    low = quic._loss._rtt_min
+    return float(low) if math.isfinite(low) and low > 0 else None
+
+
 def observe_sent_packets(quic: QuicConnection, callback: Any) -> None:
     """Call ``callback(packet)`` for every packet aioquic sends (``packet.in_flight`` says
     whether it counts in flight), whatever the congestion controller: the loss-recovery
@@ -108,14 +115,20 @@ def observe_sent_packets(quic: QuicConnection, callback: Any) -> None:
     loss.on_packet_sent = on_packet_sent  # type: ignore[method-assign]
 
 
-def pace_at(quic: QuicConnection, rate_bps: Any) -> None:
+def pace_at(quic: QuicConnection, rate_bps: Any, burst_rtt: Any = None) -> None:
     """Make aioquic's pacer send at ``rate_bps()`` bits per second (when it returns a
     number) instead of at window ÷ smoothed RTT; the window still caps what is in flight.
+
+    aioquic lets a burst of a quarter of the window (2 to 16 full packets) leave at once
+    after an idle spell, a quarter of the smoothed RTT at the pacing rate. With
+    ``burst_rtt(smoothed_rtt)`` given, the burst is a quarter of that time instead (the
+    congestion controller keeps it from growing with the path's length).
 
     aioquic recomputes the pacing rate from the window after every RTT sample and loss;
     this wraps that computation on this connection's pacer, and applies it at once."""
     pacer = quic._loss._pacer
     inner = pacer.update_rate
+    size = quic._configuration.max_datagram_size
 
     def update_rate(congestion_window: int, smoothed_rtt: float) -> None:
         rate = rate_bps()
@@ -123,6 +136,15 @@ def pace_at(quic: QuicConnection, rate_bps: Any) -> None:
             # the pacer's rate is window / RTT: hand it the window that gives ``rate``
             congestion_window = max(int(rate / 8.0 * smoothed_rtt), 1)
         inner(congestion_window=congestion_window, smoothed_rtt=smoothed_rtt)
+        if burst_rtt is None or rate is None or rate <= 0:
+            return
+        burst_time = burst_rtt(smoothed_rtt)
+        if burst_time < smoothed_rtt:
+            # aioquic's own rule (a quarter of the window, 2 to 16 packets), on the
+            # window of ``burst_time`` at the rate
+            burst = max(2 * size, min(int(rate / 8.0 * burst_time) // 4, 16 * size))
+            pacer.bucket_max = min(pacer.bucket_max, burst * 8.0 / rate)
+            pacer.bucket_time = min(pacer.bucket_time, pacer.bucket_max)
 
     def update_after_send(now: float) -> None:
         # aioquic sends a packet without asking the pacer whenever an ACK is due, and

@@ -120,7 +120,7 @@ class RateController:
         if self.cc is not None:
             self.cc.smoothed_rtt = lambda: quicstats.smoothed_rtt_or_none(quic)
             self.cc.set_target(self.estimator.target_bps)
-            quicstats.pace_at(quic, self._pacing_rate)
+            quicstats.pace_at(quic, self._pacing_rate, burst_rtt=self.cc.burst_rtt)
         self._probe: ProbeRequest | None = None
         self._probe_until = 0.0
         self._padding_left = 0
@@ -195,7 +195,7 @@ class RateController:
             observer(results, now)
         rtt = quicstats.smoothed_rtt_or_none(self.quic)
         if rtt is not None:
-            self.estimator.on_rtt(rtt, now=now)
+            self.estimator.on_rtt(rtt, now=now, min_rtt=quicstats.min_rtt_or_none(self.quic))
         self.estimator.on_feedback(results, now=now)
         self._follow(now)
 

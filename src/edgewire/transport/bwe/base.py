@@ -67,8 +67,10 @@ class BandwidthEstimator(abc.ABC):
         may show up again as received (it arrived late): it counts as received, once."""
 
     @abc.abstractmethod
-    def on_rtt(self, rtt: float, *, now: float) -> None:
-        """The connection's smoothed round-trip time, seconds."""
+    def on_rtt(self, rtt: float, *, now: float, min_rtt: float | None = None) -> None:
+        """The connection's smoothed round-trip time, seconds; ``min_rtt``, when known,
+        its smallest RTT sample so far (the path's length, which queueing and outages
+        do not stretch)."""
 
     @abc.abstractmethod
     def on_sent(self, *, size_bytes: int, now: float) -> None:

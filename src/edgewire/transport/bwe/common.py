@@ -86,12 +86,14 @@ class FeedbackEstimator(BandwidthEstimator):
         """The combined target send rate, bits/s."""
         return self._target
 
-    def on_rtt(self, rtt: float, *, now: float) -> None:
-        """Take a new smoothed RTT (seconds)."""
-        if (isinstance(rtt, bool) or not isinstance(rtt, (int, float))
-                or not math.isfinite(rtt) or rtt <= 0):
-            raise LocalProtocolError(f"rtt must be a positive finite number of seconds, "
-                                     f"got {rtt!r}")
+    def on_rtt(self, rtt: float, *, now: float, min_rtt: float | None = None) -> None:
+        """Take a new smoothed RTT (seconds), and the smallest RTT sample so far when
+        known (``min_rtt``, used by estimators that need the path's length)."""
+        for name, value in (("rtt", rtt), ("min_rtt", rtt if min_rtt is None else min_rtt)):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value <= 0):
+                raise LocalProtocolError(f"{name} must be a positive finite number of "
+                                         f"seconds, got {value!r}")
         self._begin(now)
         self._rtt = float(rtt)
 

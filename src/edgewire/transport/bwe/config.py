@@ -393,9 +393,21 @@ class DeliveryConfig:
     Fixed, a 200 ms path oscillated at 0.81 of its capacity with 96 ms of p95 queue;
     stretched, 1.01 at 21 ms."""
 
+    busy_rate: bool = True
+    """On a path longer than ``reference_rtt``, the bottleneck's rate (the delivered rate
+    the law multiplies, after startup, and the prediction's forecast) is taken over the
+    time the bottleneck was busy: the gap before an arrival counts only up to the
+    packet's queueing delay plus its transmission time at the fastest delivered rate.
+    A sender whose full window left the bottleneck idle for a moment read that as a
+    slower path, cut, and stalled its window again a round trip later: on a 300 ms path
+    with video and a bulk transfer the rate swung between 0.3 and 2.1 Mbit/s every half
+    second (0.60 of a 2 Mbit/s link). False: arrival time throughout, as on short
+    paths."""
+
     def __post_init__(self) -> None:
         _positive("delivery.queue_target", self.queue_target)
         _positive("delivery.reference_rtt", self.reference_rtt)
+        _require(isinstance(self.busy_rate, bool), "delivery.busy_rate must be a bool")
         _require(_finite(self.gain) and 0 < self.gain <= 4, "delivery.gain must be in (0, 4]")
         _positive("delivery.drain_horizon", self.drain_horizon)
         _fraction("delivery.min_factor", self.min_factor)

@@ -54,6 +54,7 @@ punished for it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 from edgewire.transport.bwe.base import PacketResult, register_estimator
@@ -61,8 +62,8 @@ from edgewire.transport.bwe.common import FeedbackEstimator
 from edgewire.transport.bwe.config import BweConfig
 from edgewire.transport.bwe.rates import SentLog, WindowedMin
 
-__all__ = ["K_MAX_DELIVERY_OVER_SEND", "K_SENT_LOG_PACKETS", "K_SENT_LOG_WINDOW",
-           "DeliveryEstimator"]
+__all__ = ["K_BUSY_LOG_PACKETS", "K_BUSY_LOG_WINDOW", "K_MAX_DELIVERY_OVER_SEND",
+           "K_SENT_LOG_PACKETS", "K_SENT_LOG_WINDOW", "DeliveryEstimator"]
 
 #: The delivered rate taken is at most this multiple of the send rate of the same report.
 K_MAX_DELIVERY_OVER_SEND = 2.0
@@ -71,6 +72,10 @@ K_MAX_DELIVERY_OVER_SEND = 2.0
 K_SENT_LOG_WINDOW = 2.0
 #: Packets the send log holds at most.
 K_SENT_LOG_PACKETS = 32_768
+#: Seconds of arrivals kept for the busy rate (``DeliveryConfig.busy_rate``), and at
+#: most this many packets of them.
+K_BUSY_LOG_WINDOW = 1.0
+K_BUSY_LOG_PACKETS = 8192
 
 
 class DeliveryEstimator(FeedbackEstimator):
@@ -108,14 +113,29 @@ class DeliveryEstimator(FeedbackEstimator):
         self._losses_with_queue = 0
         self._queue_goal = config.delivery.queue_target  # the law's latest target
         self._startup_ended_at: float | None = None
+        # (arrival, size, one-way delay) of the latest arrivals, on a long path only
+        self._arrivals: deque[tuple[float, int, float]] = deque()
+        self._long_path = False
+        self._lowest_rtt = math.inf  # the connection's smallest RTT (sample)
 
     # ------------------------------------------------------------------ hooks
 
-    def on_rtt(self, rtt: float, *, now: float) -> None:
+    def on_rtt(self, rtt: float, *, now: float, min_rtt: float | None = None) -> None:
         """Take a new smoothed RTT; its smallest of the last one to two ``base_window``
-        periods is the path's min RTT (``reference_rtt``)."""
-        super().on_rtt(rtt, now=now)
+        periods is the path's min RTT (``reference_rtt``). ``min_rtt`` (the smallest RTT
+        sample so far; the smoothed RTT's lowest when not given) decides the busy rate."""
+        super().on_rtt(rtt, now=now, min_rtt=min_rtt)
         self._min_rtt.add(self._rtt, now)
+        # the connection's smallest sample, not the windowed min of the smoothed RTT: a
+        # trace run that starts in a cellular outage keeps a 50 ms path's smoothed RTT
+        # over 80 ms for ten seconds, and the busy rate's boost then stranded more
+        # packets in the next outage
+        low = self._rtt if min_rtt is None else float(min_rtt)
+        self._lowest_rtt = min(self._lowest_rtt, low)
+        cfg = self._config.delivery
+        self._long_path = cfg.busy_rate and self._lowest_rtt > cfg.reference_rtt
+        if not self._long_path:
+            self._arrivals.clear()
 
     def on_sent(self, *, size_bytes: int, now: float) -> None:
         """Count a sent packet, and log it for the queue prediction."""
@@ -133,6 +153,12 @@ class DeliveryEstimator(FeedbackEstimator):
             self._last_owd = owd
         if owd < self._report_min:
             self._report_min = owd
+        if self._long_path:
+            log = self._arrivals
+            log.append((arrival, p.size_bytes, owd))
+            while log and (log[0][0] < arrival - K_BUSY_LOG_WINDOW
+                           or len(log) > K_BUSY_LOG_PACKETS):
+                log.popleft()
 
     def _counts_loss(self, p: PacketResult) -> bool:
         """A loss reported while the latest measured queue stands above the target the
@@ -191,6 +217,11 @@ class DeliveryEstimator(FeedbackEstimator):
             rates = [r for r in (recent_bps, self._acked.recent_bps(2 * cfg.rate_span))
                      if r]
         rate = min(rates) if rates else self._acked.rate_bps()
+        if rate and extra > 0.0 and self._long_path:
+            # the sender's own idle spells (a full window) are not the bottleneck's
+            busy = self._busy_bps(span)
+            if busy is not None:
+                rate = max(rate, min(busy, K_MAX_DELIVERY_OVER_SEND * rate))
         if rate and self.sent_bps is not None:  # the same bound as the delivered rate's
             rate = min(rate, K_MAX_DELIVERY_OVER_SEND * self.sent_bps)
         if not rate:
@@ -210,6 +241,34 @@ class DeliveryEstimator(FeedbackEstimator):
         else:
             after = after_bytes * 8 / (cfg.predict_rate_factor * rate)
         return max(0.0, queue - drained + after)
+
+    def _busy_bps(self, span: float) -> float | None:
+        """The rate delivered over the last ``span`` of arrivals while the bottleneck was
+        busy (``DeliveryConfig.busy_rate``): the gap before each arrival counts only up
+        to the packet's own queueing delay plus its transmission time at the fastest
+        delivered rate, since before that the bottleneck was idle, waiting for the
+        sender. None before enough is known."""
+        log = self._arrivals
+        base = self._base.value
+        fastest = -self._fastest.value
+        if len(log) < 3 or not math.isfinite(base) or not fastest > 0:
+            return None
+        cutoff = log[-1][0] - span
+        busy = 0.0
+        total = 0
+        later: tuple[float, int, float] | None = None
+        for entry in reversed(log):
+            if later is not None:
+                arrival, size, owd = later
+                gap = max(arrival - entry[0], 0.0)
+                busy += min(gap, max(owd - base, 0.0) + size * 8 / fastest)
+                total += size
+            if entry[0] <= cutoff:
+                break
+            later = entry
+        if busy <= 0.0 or total <= 0:
+            return None
+        return total * 8 / busy
 
     def _stretch(self) -> float:
         """min RTT ÷ ``reference_rtt`` on a longer path, else 1: how much the law's time
@@ -235,6 +294,13 @@ class DeliveryEstimator(FeedbackEstimator):
     def _update(self, now: float) -> None:
         cfg = self._config.delivery
         d = self._acked.recent_bps(cfg.rate_span)
+        if d and self._long_path and not self._startup:
+            # on a long path a spell the sender left the bottleneck idle (its window full
+            # after a cut) read as a slower path, and the law cut again a round trip
+            # later: a standing oscillation (``busy_rate``). Startup doubles already.
+            busy = self._busy_bps(cfg.rate_span)
+            if busy is not None:
+                d = max(d, min(busy, K_MAX_DELIVERY_OVER_SEND * d))
         self._note_queue_delay(now, d)
         q = self.predicted_queue_delay
         if d is None:
