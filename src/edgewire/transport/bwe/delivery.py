@@ -43,7 +43,11 @@ and every rate change shows later by the extra round trip: the drain horizon and
 stretch with it, and so do the prediction's view of a report's age and the span its
 forecast of the bottleneck's rate is taken over, or the law, tuned for a short path,
 overshoots each way (a 200 ms round trip oscillated between a full and an empty queue).
-Up to ``reference_rtt`` nothing changes.
+Up to ``reference_rtt`` nothing changes. On a path whose smallest RTT sample exceeds it,
+the bottleneck's rate (the delivered rate the law multiplies after startup, and the
+prediction's forecast rate) is taken over the time the bottleneck was busy
+(``busy_rate``): a sender whose full window left the bottleneck idle for a moment read
+that as a slower path, cut, shrank its window and stalled again a round trip later.
 
 When feedback stops, the rate is held (``timeout_factor``): edgewire's congestion
 controller (``transport.cc``) bounds what is in flight to one window of the rate, so a
