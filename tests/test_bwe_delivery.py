@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pytest
 from hypothesis import given
@@ -478,6 +479,38 @@ def test_a_long_path_takes_the_bottleneck_rate_over_its_busy_time() -> None:
     # every gap was busy and the rate is what arrived
     slow = _idle_gap_run(min_rtt=0.3, arrival_gap=0.0192)
     assert slow.delivered_bps == pytest.approx(1200 * 8 / 0.0192, rel=1e-6)
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 0.05), st.integers(1, 1500), st.floats(0.0, 2.0)),
+                min_size=0, max_size=60),
+       st.floats(0.01, 0.5), st.floats(1e4, 1e9))
+def test_the_busy_rate_is_finite_and_never_below_the_arrival_rate(
+        packets: list[tuple[float, int, float]], span: float, fastest: float) -> None:
+    # any arrivals (gaps, sizes, one-way delays, ties included): no rate, or a finite
+    # positive one at least the same packets' bytes over the time they span
+    est = _long_path()
+    est._base.add(0.1, 0.0)
+    est._fastest.add(-fastest, 0.0)
+    t = 0.0
+    for gap, size, owd in packets:
+        t += gap
+        est._arrivals.append((t, size, 0.1 + owd))
+    rate = est._busy_bps(span)
+    if rate is None:
+        return
+    assert math.isfinite(rate)
+    assert rate > 0
+    arrivals = list(est._arrivals)
+    cutoff = arrivals[-1][0] - span
+    counted = []
+    newest_first = arrivals[::-1]
+    for later, earlier in itertools.pairwise(newest_first):
+        counted.append((later[0] - earlier[0], later[1]))
+        if earlier[0] <= cutoff:
+            break
+    spanned = sum(gap for gap, _ in counted)
+    if spanned > 0:
+        assert rate >= sum(size for _, size in counted) * 8 / spanned * (1 - 1e-9)
 
 
 def test_an_application_below_its_rate_predicts_nothing() -> None:
