@@ -66,7 +66,7 @@ from edgewire.transport.bwe.common import FeedbackEstimator
 from edgewire.transport.bwe.config import BweConfig
 from edgewire.transport.bwe.rates import SentLog, WindowedMin
 
-__all__ = ["K_BUSY_LOG_PACKETS", "K_BUSY_LOG_WINDOW", "K_MAX_DELIVERY_OVER_SEND",
+__all__ = ["K_BUSY_LOG_PACKETS", "K_BUSY_LOG_WINDOW", "K_BUSY_MIN_TIME", "K_MAX_DELIVERY_OVER_SEND",
            "K_SENT_LOG_PACKETS", "K_SENT_LOG_WINDOW", "DeliveryEstimator"]
 
 #: The delivered rate taken is at most this multiple of the send rate of the same report.
@@ -80,6 +80,9 @@ K_SENT_LOG_PACKETS = 32_768
 #: most this many packets of them.
 K_BUSY_LOG_WINDOW = 1.0
 K_BUSY_LOG_PACKETS = 8192
+#: Less busy time than this (seconds) gives no busy rate (arrivals a denormal apart
+#: would give an infinite one).
+K_BUSY_MIN_TIME = 1e-6
 
 
 class DeliveryEstimator(FeedbackEstimator):
@@ -270,7 +273,7 @@ class DeliveryEstimator(FeedbackEstimator):
             if entry[0] <= cutoff:
                 break
             later = entry
-        if busy <= 0.0 or total <= 0:
+        if busy < K_BUSY_MIN_TIME or total <= 0:
             return None
         return total * 8 / busy
 
