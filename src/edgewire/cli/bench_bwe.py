@@ -519,10 +519,7 @@ def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated seconds of the constant and competition runs; the "
                              "step and trace runs take twice as long (default 30)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--schemes", default=",".join(SCHEMES),
-                        help="comma-separated schemes: congestion controllers registered "
-                             "with aioquic, or edgewire-<estimator> (default: "
-                             f"{','.join(SCHEMES)})")
+    add_schemes_argument(parser)
     parser.add_argument("--only", default="",
                         help="comma-separated substrings of scenario names to run")
     parser.add_argument("--windows", default="0", metavar="S,S,...",
@@ -539,6 +536,14 @@ def add_bench_bwe_arguments(parser: argparse.ArgumentParser) -> None:
     add_rtt_argument(parser)
     parser.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
     parser.add_argument("--json", action="store_true")
+
+
+def add_schemes_argument(parser: argparse.ArgumentParser) -> None:
+    """``--schemes``: the congestion controllers to run (every bwe bench)."""
+    parser.add_argument("--schemes", default=",".join(SCHEMES),
+                        help="comma-separated schemes: congestion controllers registered "
+                             "with aioquic, or edgewire-<estimator> (default: "
+                             f"{','.join(SCHEMES)})")
 
 
 def add_rtt_argument(parser: argparse.ArgumentParser) -> None:

@@ -49,6 +49,7 @@ from edgewire.cli.bench_bwe import (
     _goals,
     _step_figures,
     add_rtt_argument,
+    add_schemes_argument,
     check_rtt_ms,
     pantheon_chart,
     print_goals,
@@ -306,9 +307,7 @@ def add_bench_bwe_sockets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="real seconds of the constant run; the step and trace runs "
                              "take twice as long (default 10)")
-    parser.add_argument("--schemes", default=",".join(SCHEMES),
-                        help=f"comma-separated schemes, as in bench bwe (default: "
-                             f"{','.join(SCHEMES)})")
+    add_schemes_argument(parser)
     parser.add_argument("--only", default=",".join(DEFAULT_ONLY),
                         help="comma-separated substrings of scenario names (default: "
                              "constant,step,competition; 'trace' runs the cellular traces)")

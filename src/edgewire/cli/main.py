@@ -119,6 +119,10 @@ def _bench(args: argparse.Namespace) -> int:
         from edgewire.cli.bench_bwe import main_bench_bwe
 
         return main_bench_bwe(args, progress=_progress)
+    if args.bench == "bwe-rtt":
+        from edgewire.cli.bench_bwe_rtt import main_bench_bwe_rtt
+
+        return main_bench_bwe_rtt(args, progress=_progress)
     if args.bench == "bwe-sockets":
         from edgewire.cli.bench_bwe_sockets import main_bench_bwe_sockets
 
@@ -248,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_bwe_arguments(bsub.add_parser(
         "bwe", help="congestion control in netsim: edgewire vs reno and cubic "
                     "(throughput, queueing delay, Pantheon chart)"))
+    from edgewire.cli.bench_bwe_rtt import add_bench_bwe_rtt_arguments
+
+    add_bench_bwe_rtt_arguments(bsub.add_parser(
+        "bwe-rtt", help="the bwe scenarios over a sweep of round trips (50-600 ms): "
+                        "utilization and queueing delay against the round trip"))
     from edgewire.cli.bench_bwe_sockets import add_bench_bwe_sockets_arguments
 
     add_bench_bwe_sockets_arguments(bsub.add_parser(
