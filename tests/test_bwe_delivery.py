@@ -513,6 +513,22 @@ def test_the_busy_rate_is_finite_and_never_below_the_arrival_rate(
         assert rate >= sum(size for _, size in counted) * 8 / spanned * (1 - 1e-9)
 
 
+def test_startup_predicts_nothing() -> None:
+    # the report after a first one without queue shows 40 ms of queue. In startup the
+    # delivered rate is the sender's own, so the law takes the queue measured (and
+    # startup ends on it); after startup the same report is predicted from
+    in_startup = DeliveryEstimator(BweConfig(
+        start_bps=1_000_000, probe=ProbeConfig(alr_window=0.2, alr_fraction=0.3)))
+    _queued_report(in_startup, extra=12, now=0.5)
+    state = in_startup.state()
+    assert state["predicted_queue_delay"] == state["queue_delay"] == pytest.approx(0.04)
+    assert state["startup"] is False
+    assert state["startup_ended_at"] == 0.5
+    after = DeliveryEstimator(_predicting())
+    _queued_report(after, extra=12, now=0.5)
+    assert after.state()["predicted_queue_delay"] != pytest.approx(0.04)
+
+
 def test_an_application_below_its_rate_predicts_nothing() -> None:
     # a video-like sender far below its 1.25 Mbit/s target puts a frame of 8 packets out
     # at once after the report: over the 1 Mbit/s it was delivered at, that would read

@@ -359,7 +359,8 @@ class DeliveryConfig:
     queue, less the time the bottleneck has had to drain it since it was sent, plus what
     was sent after it at the cautious rate below) instead of the queue the report saw: a
     report is a round trip old, and the sender knows what it sent since. Not while the
-    application sends below its rate: the delivered rate is its own then."""
+    application sends below its rate, nor in startup: the delivered rate is the
+    sender's own then."""
     predict_rate_factor: float = 0.9
     """The prediction drains the queue at this fraction of the smaller of the delivered
     rates over ``rate_span`` and twice it (a cautious forecast of the bottleneck)."""

@@ -16,9 +16,10 @@ estimator never waits for a verdict. After every feedback report it takes
   twice that). A report is a round trip old; what was sent since is the sender's own
   knowledge, so a sender that already cut for a queue does not cut again for it, and
   one that already sent into a queue does not send more. Below ``predict_min_queue``
-  there is no queue to predict from, and an application sending below its rate tells
-  nothing of the bottleneck's rate (its frame bursts would read as queue): then the
-  measured queue is taken.
+  there is no queue to predict from, and an application sending below its rate, or a
+  sender in startup, tells nothing of the bottleneck's rate (frame bursts would read as
+  queue; startup's delivered rate is half what it sends by then): then the measured
+  queue is taken.
 
 and sets the rate to ``d`` x a factor of ``q``: above 1 (up to 1 + ``gain``) while the
 queue is under ``queue_target``, so that the path shows any capacity the sender is not
@@ -208,9 +209,12 @@ class DeliveryEstimator(FeedbackEstimator):
         cfg = self._config.delivery
         if not cfg.predict or queue < cfg.predict_min_queue:
             return queue
-        if not self._sending_at_target(now):
-            # an application below its rate: the delivered rate is its own, not the
-            # bottleneck's, and its bursts (a video frame) would read as queue
+        if self._startup or not self._sending_at_target(now):
+            # in startup, or from an application below its rate, the delivered rate is
+            # the sender's own, not the bottleneck's (in startup half what it sends now:
+            # on a 600 ms path the bytes sent since a report, over that rate, predicted
+            # 0.45 s of queue on a measured 10 ms and ended startup at a quarter of the
+            # capacity), and an application's bursts (a video frame) would read as queue
             return queue
         extra = self._extra_rtt()
         if extra > 0.0:
