@@ -108,6 +108,8 @@ def rtt_chart(sweep: dict[str, Any], path: Path) -> Path:
     """Utilization (top) and p95 queueing delay (bottom, log scale) against the round
     trip, a line per scheme and a column per scenario; the goals dashed."""
     plt = pyplot()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     rtts = [float(k) for k in sweep["rtts"]]
     names = list(next(iter(sweep["rtts"].values())))
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 6.4), squeeze=False)
@@ -134,6 +136,9 @@ def rtt_chart(sweep: dict[str, Any], path: Path) -> Path:
         util_ax.set_ylabel("utilization")
         util_ax.set_ylim(0, 1.15)
         delay_ax.set_yscale("log")
+        delay_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        delay_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        delay_ax.yaxis.set_minor_formatter(NullFormatter())
         delay_ax.set_ylabel("p95 queueing delay (ms)")
         delay_ax.set_xlabel("round trip (ms)")
         for ax in (util_ax, delay_ax):
