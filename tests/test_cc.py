@@ -186,3 +186,57 @@ def test_pace_at_takes_the_burst_from_the_burst_rtt() -> None:
                                                      pytest.approx(0.02, rel=1e-3))
     # never below two packets
     assert pacer_after(lambda srtt: 0.001)[0] == pytest.approx(2 * size * 8 / 2_000_000)
+
+
+def _packets_per_call(pacer: object, *, now: float) -> int:
+    """Packets aioquic's pacer lets out at ``now`` before it asks to wait."""
+    sent = 0
+    while pacer.next_send_time(now=now) is None and sent < 100:  # type: ignore[attr-defined]
+        pacer.update_after_send(now=now)  # type: ignore[attr-defined]
+        sent += 1
+    return sent
+
+
+@pytest.mark.parametrize(("window", "srtt"), [(29_000_000, 0.001), (100_000_000, 0.002)])
+def test_keep_pacer_bursts_at_floored_packet_times(window: int, srtt: float) -> None:
+    """A Reno window of megabytes over loopback: window / RTT is past one packet per
+    microsecond, where aioquic floors its packet time. Its own pacer then lets one packet
+    out per call; with ``keep_pacer_bursts`` a full burst of 16 leaves, as at lower
+    rates."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    def burst(keep: bool) -> int:
+        quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
+        if keep:
+            quicstats.keep_pacer_bursts(quic)
+        pacer = quic._loss._pacer
+        pacer.update_rate(congestion_window=window, smoothed_rtt=srtt)
+        pacer.update_bucket(now=1.0)  # idle long enough to fill the bucket
+        return _packets_per_call(pacer, now=1.0)
+
+    assert burst(keep=False) == 1  # aioquic's own pacer (why the wrapper exists)
+    assert burst(keep=True) == 16
+
+
+@given(window=st.integers(min_value=2_400, max_value=10**9),
+       srtt=st.floats(min_value=1e-6, max_value=10.0))
+def test_keep_pacer_bursts_changes_nothing_below_the_floor(window: int, srtt: float) -> None:
+    """Wherever aioquic's packet time is not floored, the wrapped pacer is aioquic's own;
+    where it is, the bucket holds at least two packets' time, as aioquic intends."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    own = QuicConnection(configuration=QuicConfiguration(is_client=True))._loss._pacer
+    kept_quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    quicstats.keep_pacer_bursts(kept_quic)
+    kept = kept_quic._loss._pacer
+    own.update_rate(congestion_window=window, smoothed_rtt=srtt)
+    kept.update_rate(congestion_window=window, smoothed_rtt=srtt)
+    assert kept.packet_time == own.packet_time
+    size = kept_quic._configuration.max_datagram_size
+    if own.packet_time * window > size * srtt * (1 + 1e-6):  # floored at 1 µs
+        assert kept.bucket_max >= 2 * kept.packet_time * (1 - 1e-9)
+        assert kept.bucket_max > own.bucket_max
+    else:
+        assert kept.bucket_max == own.bucket_max

@@ -20,6 +20,7 @@ from edgewire.aio.connection import (
     check_udp_socket,
     open_endpoint_log,
 )
+from edgewire.aio.udp import UdpEndpoint
 from edgewire.errors import InsecureConnectionWarning, LocalProtocolError
 from edgewire.transport import Session, SessionConfig, quic_configuration
 
@@ -45,17 +46,19 @@ def parse_url(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
-class _ClientProtocol(asyncio.DatagramProtocol):
+class _ClientEndpoint:
+    """Feeds the connection every datagram of a batch, then transmits once."""
+
     def __init__(self) -> None:
         self.conn: Connection | None = None
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         if self.conn is not None:
-            self.conn.datagram_received(data, addr)
+            self.conn._receive(data, addr)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable) show up here; QUIC's timers handle the consequence
-        pass
+    def batch_end(self) -> None:
+        if self.conn is not None:
+            self.conn._transmit()
 
 
 @asynccontextmanager
@@ -113,18 +116,21 @@ async def connect(
     owned = (open_endpoint_log(endpoint_log)
              if isinstance(endpoint_log, str | os.PathLike) else None)
     local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+    protocol = _ClientEndpoint()
     try:
         if sock is not None:
             check_udp_socket(sock)
             if sock.family != family:
                 raise LocalProtocolError(f"sock is of family {sock.family!r}, the address "
                                          f"{host!r} of {socket.AddressFamily(family)!r}")
-            transport, protocol = await loop.create_datagram_endpoint(
-                _ClientProtocol, sock=sock)
         else:
-            transport, protocol = await loop.create_datagram_endpoint(
-                _ClientProtocol, local_addr=local, family=family
-            )
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind(local)
+            except OSError:
+                sock.close()
+                raise
+        transport = UdpEndpoint(sock, protocol.datagram_received, protocol.batch_end)
     except BaseException:
         if owned is not None:
             owned.close()

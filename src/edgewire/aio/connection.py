@@ -348,10 +348,15 @@ class Connection:
     # ---------------------------------------------------------------- driver
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        """Feed one UDP datagram (called by the socket protocol)."""
+        """Feed one UDP datagram and answer it at once."""
+        self._receive(data, addr)
+        self._transmit()
+
+    def _receive(self, data: bytes, addr: NetworkAddress) -> None:
+        """Feed one UDP datagram without transmitting: a batch of them is answered by one
+        ``_transmit`` at its end (``edgewire.aio.udp``)."""
         self.session.receive_datagram(data, addr, now=self.loop.time())
         self._process_events()
-        self._transmit()
 
     def _schedule_transmit(self) -> None:
         if not self._transmit_scheduled:

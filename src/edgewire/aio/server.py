@@ -8,13 +8,14 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from edgewire.aio.connection import Connection, EndpointLogTarget, check_udp_socket
+from edgewire.aio.udp import UdpEndpoint, bind_udp
 from edgewire.transport import Session, SessionConfig, quic_configuration
 from edgewire.transport.quicstats import host_connection_ids
 
@@ -31,8 +32,12 @@ K_CID_LENGTH = 8
 K_MIN_INITIAL = 1200
 
 
-class Server(asyncio.DatagramProtocol):
-    """A listening edgewire endpoint. Use ``close()`` and ``await wait_closed()`` to stop."""
+class Server:
+    """A listening edgewire endpoint. Use ``close()`` and ``await wait_closed()`` to stop.
+
+    Datagrams come in batches (``edgewire.aio.udp``): each is fed to its session as it is
+    read, and every session that got one transmits once at the batch's end.
+    """
 
     def __init__(self, handler: Handler, make_session: Callable[[bytes], Session], *,
                  endpoint_log: EndpointLogFactory | None = None) -> None:
@@ -41,7 +46,8 @@ class Server(asyncio.DatagramProtocol):
         self._endpoint_log = endpoint_log
         self._by_cid: dict[bytes, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._transport: asyncio.DatagramTransport | None = None
+        self._transport: UdpEndpoint | None = None
+        self._touched: list[Connection] = []
         self._closed = asyncio.get_running_loop().create_future()
         self.dropped_datagrams = 0
         """Datagrams that matched no session and could not start one."""
@@ -52,11 +58,18 @@ class Server(asyncio.DatagramProtocol):
     def address(self) -> tuple[str, int]:
         """(host, port) the server listens on."""
         assert self._transport is not None
-        host, port = self._transport.get_extra_info("sockname")[:2]
+        host, port = self._transport.sockname[:2]
         return str(host), int(port)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+    def _attach(self, sock: socket.socket) -> None:
+        self._transport = UdpEndpoint(sock, self.datagram_received, self._batch_end,
+                                      on_closed=self._socket_closed)
+
+    @property
+    def udp(self) -> UdpEndpoint:
+        """The listening socket's endpoint (its counters: ``udp.counters``)."""
+        assert self._transport is not None
+        return self._transport
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         try:
@@ -70,8 +83,15 @@ class Server(asyncio.DatagramProtocol):
                 self.dropped_datagrams += 1
                 return
             conn = self._start(header.destination_cid)
-        conn.datagram_received(data, addr)
+        conn._receive(data, addr)
         self._track(conn)
+        if conn not in self._touched:
+            self._touched.append(conn)
+
+    def _batch_end(self) -> None:
+        touched, self._touched = self._touched, []
+        for conn in touched:
+            conn._transmit()
 
     def _start(self, original_dcid: bytes) -> Connection:
         assert self._transport is not None
@@ -122,7 +142,7 @@ class Server(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _socket_closed(self) -> None:
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -166,7 +186,6 @@ async def serve(
         is_client=False, certfile=certfile, keyfile=keyfile,
         congestion_control=congestion_control, secrets_log_file=secrets_log_file,
     )
-    loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     def make_session(original_dcid: bytes) -> Session:
@@ -177,13 +196,13 @@ async def serve(
         logs = endpoint_log
     else:
         logs = _numbered(Path(endpoint_log))
-    where: dict[str, Any] = {"local_addr": (host, port), "family": family}
     if sock is not None:
         check_udp_socket(sock)
-        where = {"sock": sock}
-    _, protocol = await loop.create_datagram_endpoint(
-        lambda: Server(handler, make_session, endpoint_log=logs), **where)
-    return protocol
+    else:
+        sock = await bind_udp(host, port, family=family)
+    server = Server(handler, make_session, endpoint_log=logs)
+    server._attach(sock)
+    return server
 
 
 def _numbered(path: Path) -> EndpointLogFactory:

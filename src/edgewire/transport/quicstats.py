@@ -30,6 +30,7 @@ __all__ = [
     "congestion_controller",
     "host_connection_ids",
     "is_one_rtt",
+    "keep_pacer_bursts",
     "max_datagram_payload",
     "min_rtt_or_none",
     "nothing_to_send",
@@ -55,6 +56,10 @@ __all__ = [
 _PACKET_OVERHEAD = 1 + 4 + 16 + 1 + 4
 #: How far before ``now`` a due ACK is moved so aioquic treats it as overdue.
 K_OVERDUE = 1e-9  # seconds
+#: aioquic's floor on the smoothed RTT when it computes the pacing rate.
+K_PACER_MIN_TIME = 1e-6  # seconds
+#: A packet time this much above window ÷ RTT's is aioquic's floor, not float rounding.
+K_PACER_FLOORED = 1 + 1e-6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +118,33 @@ def observe_sent_packets(quic: QuicConnection, callback: Any) -> None:
         callback(packet)
 
     loss.on_packet_sent = on_packet_sent  # type: ignore[method-assign]
+
+
+def keep_pacer_bursts(quic: QuicConnection) -> None:
+    """Keep aioquic's pacer bursts whole at very high pacing rates.
+
+    aioquic floors the pacer's time per packet at 1 µs but sizes its burst (2 to 16 full
+    packets) at the unfloored rate, window ÷ smoothed RTT. Past one packet per microsecond
+    (about 10 Gbit/s: a Reno or CUBIC window of megabytes over loopback's 1 ms floor on the
+    smoothed RTT) the burst is shorter than one packet's time, so the bucket never holds a
+    packet and every call to ``datagrams_to_send`` lets one packet out. This wraps the rate
+    computation on this connection's pacer so that the burst keeps its size in packets
+    when the time per packet is floored; below that rate nothing changes."""
+    pacer = quic._loss._pacer
+    inner = pacer.update_rate
+    size = quic._configuration.max_datagram_size
+
+    def update_rate(congestion_window: int, smoothed_rtt: float) -> None:
+        inner(congestion_window=congestion_window, smoothed_rtt=smoothed_rtt)
+        packet_time = pacer.packet_time
+        if packet_time is None or congestion_window <= 0:
+            return
+        unfloored = size * max(smoothed_rtt, K_PACER_MIN_TIME) / congestion_window
+        if packet_time > unfloored * K_PACER_FLOORED:
+            pacer.bucket_max *= packet_time / unfloored
+
+    pacer.update_rate = update_rate  # type: ignore[method-assign]
+    refresh_pacing(quic)
 
 
 def pace_at(quic: QuicConnection, rate_bps: Any, burst_rtt: Any = None) -> None:

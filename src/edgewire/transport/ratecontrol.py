@@ -117,6 +117,7 @@ class RateController:
         self.cc: EdgewireCongestionControl | None = (
             cc if isinstance(cc, EdgewireCongestionControl) else None)
         quicstats.observe_sent_packets(quic, self.on_quic_sent)
+        quicstats.keep_pacer_bursts(quic)
         if self.cc is not None:
             self.cc.smoothed_rtt = lambda: quicstats.smoothed_rtt_or_none(quic)
             self.cc.set_target(self.estimator.target_bps)

@@ -1,0 +1,213 @@
+"""A UDP socket on the event loop that reads every waiting datagram in one wake-up.
+
+asyncio's datagram transport hands its protocol one datagram each time the loop wakes for
+the socket. An endpoint that answers every datagram at once (with ACKs, or the packets its
+window now allows) then runs its whole send path, and its timer bookkeeping, once per
+datagram received. ``UdpEndpoint`` reads up to ``max_batch`` datagrams when the socket
+becomes readable, hands each to ``on_datagram`` and then calls ``on_batch_end`` once, so
+an endpoint can transmit once per batch. Under load the batches fill by themselves: while
+the loop runs one connection's send path, datagrams for the others wait in the socket.
+
+Sending is as with asyncio's transport: straight to the socket, and while the socket's
+send buffer is full, into a bounded backlog that drains when it is writable again (UDP
+may drop; what does not fit is counted, never queued without bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgewire.errors import LocalProtocolError
+
+__all__ = ["K_MAX_BATCH", "K_MAX_SEND_BACKLOG", "UdpCounters", "UdpEndpoint", "bind_udp"]
+
+logger = logging.getLogger("edgewire.aio")
+
+Address = tuple[str, int] | tuple[str, int, int, int]
+
+#: Datagrams read in one wake-up before the endpoint transmits. The benefit is in the
+#: first few (``edgewire bench throughput`` per batch size, docs/SESSION.md); a larger
+#: batch only delays the answer to the first datagram of a burst.
+K_MAX_BATCH = 32
+#: Datagrams held while the socket's send buffer is full; more are dropped and counted.
+K_MAX_SEND_BACKLOG = 4096
+#: Receive buffer size of one ``recvfrom``: the largest UDP payload.
+K_MAX_DATAGRAM = 65535
+
+
+@dataclass
+class UdpCounters:
+    """What the endpoint could not do, counted (never raised into the loop)."""
+
+    receive_errors: int = 0
+    """``recvfrom`` failures other than "nothing to read" (an ICMP error, say)."""
+    send_errors: int = 0
+    """Datagrams the socket refused (no route, too large, ...): dropped."""
+    send_dropped: int = 0
+    """Datagrams dropped because the send backlog was full."""
+    batches: int = 0
+    """Wake-ups that read at least one datagram."""
+    datagrams: int = 0
+    """Datagrams read."""
+
+
+class UdpEndpoint:
+    """One non-blocking UDP socket on the running loop (see the module's docstring).
+
+    ``on_datagram(data, addr)`` is called for every datagram read, ``on_batch_end()`` once
+    after each wake-up that read any, ``on_closed()`` once the socket is closed (after the
+    send backlog has drained). The endpoint owns ``sock`` and closes it.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_datagram: Callable[[bytes, Address], None],
+        on_batch_end: Callable[[], None] = lambda: None,
+        *,
+        on_closed: Callable[[], None] = lambda: None,
+        max_batch: int = K_MAX_BATCH,
+        max_send_backlog: int = K_MAX_SEND_BACKLOG,
+    ) -> None:
+        if max_batch < 1:
+            raise LocalProtocolError(f"max_batch must be at least 1, got {max_batch}")
+        if max_send_backlog < 0:
+            raise LocalProtocolError(
+                f"max_send_backlog must be at least 0, got {max_send_backlog}")
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._on_datagram = on_datagram
+        self._on_batch_end = on_batch_end
+        self._on_closed = on_closed
+        self._max_batch = max_batch
+        self._max_backlog = max_send_backlog
+        self._backlog: deque[tuple[bytes, Address]] = deque()
+        self._closing = False
+        self._closed = False
+        self.counters = UdpCounters()
+        sock.setblocking(False)
+        self._loop.add_reader(self._fd, self._read_ready)
+
+    @property
+    def sockname(self) -> Address:
+        """The local address the socket is bound to."""
+        name: Address = self._sock.getsockname()
+        return name
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closing
+
+    @property
+    def send_backlog(self) -> int:
+        """Datagrams waiting for room in the socket's send buffer."""
+        return len(self._backlog)
+
+    def _read_ready(self) -> None:
+        read = 0
+        try:
+            while read < self._max_batch and not self._closing:
+                try:
+                    data, addr = self._sock.recvfrom(K_MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    self.counters.receive_errors += 1
+                    break
+                read += 1
+                self._on_datagram(data, addr)
+        finally:
+            if read:
+                self.counters.batches += 1
+                self.counters.datagrams += read
+                self._on_batch_end()
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        """Send one datagram now, or hold it while the send buffer is full."""
+        if self._closing:
+            return
+        if self._backlog:
+            self._hold(data, addr)
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._hold(data, addr)
+            self._loop.add_writer(self._fd, self._write_ready)
+        except OSError:
+            self.counters.send_errors += 1
+
+    def _hold(self, data: bytes, addr: Address) -> None:
+        if len(self._backlog) >= self._max_backlog:
+            self.counters.send_dropped += 1
+        else:
+            self._backlog.append((data, addr))
+
+    def _write_ready(self) -> None:
+        while self._backlog:
+            data, addr = self._backlog[0]
+            try:
+                self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.counters.send_errors += 1
+            self._backlog.popleft()
+        self._loop.remove_writer(self._fd)
+        if self._closing:
+            self._finish_close()
+
+    def close(self) -> None:
+        """Stop reading; close the socket once what is held for sending has left."""
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._fd)
+        if not self._backlog:
+            self._finish_close()
+
+    def abort(self) -> None:
+        """Close now, dropping what is held for sending."""
+        self._closing = True
+        self.counters.send_dropped += len(self._backlog)
+        self._backlog.clear()
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close()
+        self._loop.call_soon(self._on_closed)
+
+
+async def bind_udp(host: str | None, port: int, *, family: int = socket.AF_UNSPEC
+                   ) -> socket.socket:
+    """A UDP socket bound to the first of ``host:port``'s addresses that binds."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM,
+                                   proto=socket.IPPROTO_UDP, flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    error: OSError | None = None
+    for fam, kind, proto, _, addr in infos:
+        sock = socket.socket(fam, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.bind(addr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    assert error is not None
+    raise error

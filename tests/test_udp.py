@@ -1,0 +1,210 @@
+"""edgewire.aio.udp: batched reads, the bounded send backlog and close, on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgewire
+from edgewire.aio.udp import UdpEndpoint, bind_udp
+from edgewire.errors import LocalProtocolError
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.closed = 0
+
+    def datagram(self, data: bytes, addr: object) -> None:
+        self.events.append(data)
+
+    def batch_end(self) -> None:
+        self.events.append("end")
+
+    def on_closed(self) -> None:
+        self.closed += 1
+
+
+def _udp_pair() -> tuple[socket.socket, socket.socket]:
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.1", 0))
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b.bind(("127.0.0.1", 0))
+    return a, b
+
+
+async def _until(predicate: Callable[[], bool], limit: float = 2.0) -> None:
+    """Poll ``predicate`` while the loop runs the endpoint (its state has no event)."""
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("max_batch", "ends_after"), [(32, [10]), (4, [4, 8, 10])])
+async def test_waiting_datagrams_are_read_in_batches(max_batch: int,
+                                                     ends_after: list[int]) -> None:
+    """Datagrams already waiting when the loop wakes are read together, up to
+    ``max_batch``, in order, and each batch is closed by one ``on_batch_end``."""
+    mine, peer = _udp_pair()
+    log = _Log()
+    ep = UdpEndpoint(mine, log.datagram, log.batch_end, max_batch=max_batch)
+    for i in range(10):  # all sent before the loop runs the reader
+        peer.sendto(bytes([i]), mine.getsockname())
+    await _until(lambda: ep.counters.datagrams == 10)
+    got = [e for e in log.events if e != "end"]
+    assert got == [bytes([i]) for i in range(10)]
+    ends = [i - n for n, i in enumerate(k for k, e in enumerate(log.events) if e == "end")]
+    assert ends == ends_after
+    assert ep.counters.batches == len(ends_after)
+    ep.close()
+    peer.close()
+
+
+@pytest.mark.asyncio
+async def test_receive_error_is_counted_not_raised() -> None:
+    """A connected socket's ICMP "port unreachable" surfaces as an error on the next
+    read: counted, the batch ends cleanly, nothing reaches the loop's exception handler."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    gone = closed.getsockname()
+    closed.close()  # nothing listens there now
+    mine = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mine.connect(gone)
+    log = _Log()
+    ep = UdpEndpoint(mine, log.datagram, log.batch_end)
+    ep.sendto(b"hello", gone)
+    await _until(lambda: ep.counters.receive_errors == 1)
+    assert log.events == []
+    assert errors == []
+    ep.close()
+
+
+@pytest.mark.asyncio
+async def test_send_backlog_is_bounded_and_drains_in_order(tmp_path: Path) -> None:
+    """While the socket refuses more (EAGAIN), datagrams wait in a bounded backlog, in
+    order; what does not fit is counted and dropped; close() waits for the backlog.
+
+    A UDP socket on loopback hardly ever returns EAGAIN, so this runs the same code on a
+    Unix datagram socket, whose sends block once the receiver's queue is full."""
+    path = str(tmp_path / "rx")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(path)
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    log = _Log()
+    ep = UdpEndpoint(tx, log.datagram, log.batch_end, on_closed=log.on_closed,
+                     max_send_backlog=20)
+    n = 2000
+    for i in range(n):
+        ep.sendto(i.to_bytes(4, "big"), path)  # type: ignore[arg-type]
+    held = ep.send_backlog
+    assert held == 20
+    assert ep.counters.send_dropped > 0
+    accepted = n - ep.counters.send_dropped
+    ep.close()  # with datagrams still held: the socket stays open until they leave
+    assert log.closed == 0
+    got: list[int] = []
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(5):
+        while len(got) < accepted:
+            try:
+                got.append(int.from_bytes(rx.recv(16), "big"))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+    await _until(lambda: log.closed == 1)
+    # every datagram the endpoint took arrived, in order: those sent at once, then the
+    # backlog; the dropped ones are the last of the burst
+    assert got == list(range(accepted))
+    assert ep.send_backlog == 0
+    assert ep.counters.send_errors == 0
+    assert tx.fileno() == -1  # the endpoint closed its socket
+    rx.close()
+    del loop
+
+
+@pytest.mark.asyncio
+async def test_abort_drops_the_backlog(tmp_path: Path) -> None:
+    path = str(tmp_path / "rx")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(path)
+    tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    log = _Log()
+    ep = UdpEndpoint(tx, log.datagram, on_closed=log.on_closed, max_send_backlog=5)
+    for _i in range(2000):
+        ep.sendto(b"x", path)  # type: ignore[arg-type]
+    dropped = ep.counters.send_dropped
+    ep.abort()
+    assert ep.counters.send_dropped == dropped + 5
+    assert ep.send_backlog == 0
+    ep.sendto(b"late", path)  # type: ignore[arg-type]  # ignored once closed
+    await _until(lambda: log.closed == 1)
+    rx.close()
+
+
+@pytest.mark.asyncio
+async def test_unsendable_datagram_is_counted() -> None:
+    mine, peer = _udp_pair()
+    ep = UdpEndpoint(mine, _Log().datagram)
+    ep.sendto(b"x" * 70_000, peer.getsockname())  # larger than any UDP payload
+    assert ep.counters.send_errors == 1
+    ep.close()
+    peer.close()
+
+
+@pytest.mark.asyncio
+async def test_bad_settings_are_clear_errors() -> None:
+    mine, peer = _udp_pair()
+    with pytest.raises(LocalProtocolError, match="max_batch"):
+        UdpEndpoint(mine, _Log().datagram, max_batch=0)
+    with pytest.raises(LocalProtocolError, match="max_send_backlog"):
+        UdpEndpoint(mine, _Log().datagram, max_send_backlog=-1)
+    mine.close()
+    peer.close()
+
+
+@pytest.mark.asyncio
+async def test_bind_udp_binds_and_reports_failures() -> None:
+    sock = await bind_udp("127.0.0.1", 0, family=socket.AF_INET)
+    port = sock.getsockname()[1]
+    assert sock.type == socket.SOCK_DGRAM
+    assert port > 0
+    with pytest.raises(OSError, match="in use"):
+        await bind_udp("127.0.0.1", port, family=socket.AF_INET)  # taken
+    sock.close()
+
+
+@pytest.mark.asyncio
+async def test_server_answers_bursts_once_per_batch(cert_pair: tuple[str, str]) -> None:
+    """A bulk transfer over loopback: the server reads the client's bursts several
+    datagrams per wake-up (and transmits once for each batch), and every byte arrives."""
+    got: list[int] = []
+
+    async def handler(conn: edgewire.Connection) -> None:
+        ch = await conn.accept()
+        async for msg in ch:
+            got.append(int(msg.payload.nbytes))
+
+    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=cert_pair[0],
+                                  keyfile=cert_pair[1], congestion_control="reno")
+    array = np.zeros(256 * 1024 // 4, dtype=np.float32)
+    async with edgewire.connect(f"localhost:{server.address[1]}", cafile=cert_pair[0],
+                                congestion_control="reno") as conn:
+        ch = await conn.channel("embeddings")
+        for _ in range(16):
+            await ch.send(array)
+        await _until(lambda: len(got) == 16, limit=20)
+    counters = server.udp.counters
+    server.close()
+    await server.wait_closed()
+    assert got == [256 * 1024] * 16
+    assert counters.datagrams > 4 * 1024 * 1024 // 1200
+    assert counters.batches < counters.datagrams / 2
