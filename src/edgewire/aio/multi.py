@@ -24,6 +24,7 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from edgewire.aio.client import parse_url
 from edgewire.aio.connection import _ChannelView
+from edgewire.aio.udp import UdpEndpoint, bind_udp
 from edgewire.errors import ConnectionClosedError, LocalProtocolError, QueueFullError
 from edgewire.health.events import PathSwitched
 from edgewire.health.multipath import MultipathConfig, MultiSession
@@ -71,8 +72,9 @@ class _Hub:
         self.sessions[id(session)] = (session, send)
 
     def datagram(self, session: Session, data: bytes, addr: NetworkAddress) -> None:
+        """Feed one datagram; the endpoint calls ``service`` once its batch is read
+        (``edgewire.aio.udp``)."""
         session.receive_datagram(data, addr, now=self.loop.time())
-        self.service()
 
     def soon(self) -> None:
         if not self._scheduled:
@@ -262,25 +264,13 @@ class MultiConnection:
                     fut.set_result(None)
 
 
-def _sender(transport: asyncio.DatagramTransport) -> Callable[[bytes, NetworkAddress], None]:
+def _sender(transport: UdpEndpoint) -> Callable[[bytes, NetworkAddress], None]:
     """``sendto`` that drops datagrams once the socket is closed (a stopped endpoint's
     sessions still want to send until they time out)."""
     def send(data: bytes, addr: NetworkAddress) -> None:
-        if not transport.is_closing():
+        if not transport.closed:
             transport.sendto(data, addr)
     return send
-
-
-class _PathProtocol(asyncio.DatagramProtocol):
-    def __init__(self, hub: _Hub, session: Session) -> None:
-        self.hub = hub
-        self.session = session
-
-    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        self.hub.datagram(self.session, data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP errors: the path's silence is what the switcher looks at
 
 
 @asynccontextmanager
@@ -320,14 +310,16 @@ async def connect_multi(
     conn: MultiConnection | None = None
     hub = _Hub(multi, lambda: conn._dispatch() if conn is not None else None)
     conn = MultiConnection(multi, hub)
-    transports: list[asyncio.DatagramTransport] = []
+    transports: list[UdpEndpoint] = []
     try:
         for name, session in sessions.items():
             family = socket.AF_INET6 if ":" in addrs[name][0] else socket.AF_INET
-            local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-            transport, _ = await loop.create_datagram_endpoint(
-                functools.partial(_PathProtocol, hub, session), local_addr=local,
-                family=family)
+            # ICMP errors are counted by the endpoint: the path's silence is what the
+            # switcher looks at
+            transport = UdpEndpoint(
+                await bind_udp("::" if family == socket.AF_INET6 else "0.0.0.0", 0,
+                               family=family),
+                functools.partial(hub.datagram, session), hub.service)
             transports.append(transport)
             hub.add(session, _sender(transport))
             session.connect(addrs[name], now=loop.time())
@@ -350,7 +342,7 @@ async def connect_multi(
             transport.close()
 
 
-class _ServerProtocol(asyncio.DatagramProtocol):
+class _ServerProtocol:
     """One listening endpoint of a MultiService: routes datagrams by connection id."""
 
     def __init__(self, service: MultiService, qc: Any, config: SessionConfig | None) -> None:
@@ -358,10 +350,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.qc = qc
         self.config = config
         self.by_cid: dict[bytes, Session] = {}
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport: UdpEndpoint | None = None
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         try:
@@ -397,7 +386,7 @@ class MultiService:
         self._conns: dict[str, MultiConnection] = {}
         self._accepted: deque[MultiConnection] = deque()
         self._waiters: list[asyncio.Future[None]] = []
-        self._transports: dict[str, asyncio.DatagramTransport] = {}
+        self._transports: dict[str, UdpEndpoint] = {}
 
     async def listen(self, name: str, host: str, port: int, *, certfile: str,
                      keyfile: str | None = None, config: SessionConfig | None = None
@@ -405,10 +394,12 @@ class MultiService:
         """Listen for endpoint ``name`` on ``host:port`` (0: any); the bound address."""
         qc = quic_configuration(is_client=False, certfile=certfile, keyfile=keyfile)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        transport, _ = await self.hub.loop.create_datagram_endpoint(
-            lambda: _ServerProtocol(self, qc, config), local_addr=(host, port), family=family)
+        proto = _ServerProtocol(self, qc, config)
+        transport = UdpEndpoint(await bind_udp(host, port, family=family),
+                                proto.datagram_received, self.hub.service)
+        proto.transport = transport
         self._transports[name] = transport
-        sock = transport.get_extra_info("sockname")
+        sock = transport.sockname
         return str(sock[0]), int(sock[1])
 
     def stop_endpoint(self, name: str) -> None:
