@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgewire
-from edgewire.aio.udp import UdpEndpoint, bind_udp
+from edgewire.aio.udp import UdpEndpoint, bind_udp, open_udp
 from edgewire.errors import LocalProtocolError
 
 
@@ -208,3 +208,35 @@ async def test_server_answers_bursts_once_per_batch(cert_pair: tuple[str, str]) 
     assert got == [256 * 1024] * 16
     assert counters.datagrams > 4 * 1024 * 1024 // 1200
     assert counters.batches < counters.datagrams / 2
+
+
+@pytest.mark.asyncio
+async def test_loop_that_cannot_watch_sockets_is_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proactor loop (Windows' default) has no ``add_reader``: said plainly."""
+    loop = asyncio.get_running_loop()
+
+    def no_readers(*_args: object) -> None:
+        raise NotImplementedError
+
+    monkeypatch.setattr(loop, "add_reader", no_readers)
+    mine, peer = _udp_pair()
+    with pytest.raises(LocalProtocolError, match="add_reader"):
+        UdpEndpoint(mine, _Log().datagram)
+    assert mine.fileno() != -1  # a constructor that raised left the socket to its caller
+    mine.close()
+    peer.close()
+    with pytest.raises(LocalProtocolError, match="add_reader"):
+        await open_udp("127.0.0.1", 0, _Log().datagram, family=socket.AF_INET)
+
+
+@pytest.mark.asyncio
+async def test_open_udp_binds_and_reads() -> None:
+    log = _Log()
+    ep = await open_udp("127.0.0.1", 0, log.datagram, log.batch_end, family=socket.AF_INET)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.sendto(b"hi", ep.sockname)
+    await _until(lambda: ep.counters.datagrams == 1)
+    assert log.events == [b"hi", "end"]
+    ep.close()
+    peer.close()

@@ -123,14 +123,16 @@ async def connect(
             if sock.family != family:
                 raise LocalProtocolError(f"sock is of family {sock.family!r}, the address "
                                          f"{host!r} of {socket.AddressFamily(family)!r}")
+            transport = UdpEndpoint(sock, protocol.datagram_received, protocol.batch_end)
         else:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            made = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                sock.bind(local)
-            except OSError:
-                sock.close()
+                made.bind(local)
+                transport = UdpEndpoint(made, protocol.datagram_received,
+                                        protocol.batch_end)
+            except BaseException:
+                made.close()
                 raise
-        transport = UdpEndpoint(sock, protocol.datagram_received, protocol.batch_end)
     except BaseException:
         if owned is not None:
             owned.close()

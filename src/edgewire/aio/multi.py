@@ -24,7 +24,7 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from edgewire.aio.client import parse_url
 from edgewire.aio.connection import _ChannelView
-from edgewire.aio.udp import UdpEndpoint, bind_udp
+from edgewire.aio.udp import UdpEndpoint, open_udp
 from edgewire.errors import ConnectionClosedError, LocalProtocolError, QueueFullError
 from edgewire.health.events import PathSwitched
 from edgewire.health.multipath import MultipathConfig, MultiSession
@@ -316,10 +316,9 @@ async def connect_multi(
             family = socket.AF_INET6 if ":" in addrs[name][0] else socket.AF_INET
             # ICMP errors are counted by the endpoint: the path's silence is what the
             # switcher looks at
-            transport = UdpEndpoint(
-                await bind_udp("::" if family == socket.AF_INET6 else "0.0.0.0", 0,
-                               family=family),
-                functools.partial(hub.datagram, session), hub.service)
+            transport = await open_udp("::" if family == socket.AF_INET6 else "0.0.0.0", 0,
+                                       functools.partial(hub.datagram, session),
+                                       hub.service, family=family)
             transports.append(transport)
             hub.add(session, _sender(transport))
             session.connect(addrs[name], now=loop.time())
@@ -395,8 +394,8 @@ class MultiService:
         qc = quic_configuration(is_client=False, certfile=certfile, keyfile=keyfile)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         proto = _ServerProtocol(self, qc, config)
-        transport = UdpEndpoint(await bind_udp(host, port, family=family),
-                                proto.datagram_received, self.hub.service)
+        transport = await open_udp(host, port, proto.datagram_received, self.hub.service,
+                                   family=family)
         proto.transport = transport
         self._transports[name] = transport
         sock = transport.sockname

@@ -15,7 +15,7 @@ from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from edgewire.aio.connection import Connection, EndpointLogTarget, check_udp_socket
-from edgewire.aio.udp import UdpEndpoint, bind_udp
+from edgewire.aio.udp import UdpEndpoint, open_udp
 from edgewire.transport import Session, SessionConfig, quic_configuration
 from edgewire.transport.quicstats import host_connection_ids
 
@@ -61,9 +61,8 @@ class Server:
         host, port = self._transport.sockname[:2]
         return str(host), int(port)
 
-    def _attach(self, sock: socket.socket) -> None:
-        self._transport = UdpEndpoint(sock, self.datagram_received, self._batch_end,
-                                      on_closed=self._socket_closed)
+    def _attach(self, endpoint: UdpEndpoint) -> None:
+        self._transport = endpoint
 
     @property
     def udp(self) -> UdpEndpoint:
@@ -196,12 +195,15 @@ async def serve(
         logs = endpoint_log
     else:
         logs = _numbered(Path(endpoint_log))
+    server = Server(handler, make_session, endpoint_log=logs)
     if sock is not None:
         check_udp_socket(sock)
+        server._attach(UdpEndpoint(sock, server.datagram_received, server._batch_end,
+                                   on_closed=server._socket_closed))
     else:
-        sock = await bind_udp(host, port, family=family)
-    server = Server(handler, make_session, endpoint_log=logs)
-    server._attach(sock)
+        server._attach(await open_udp(host, port, server.datagram_received,
+                                      server._batch_end, family=family,
+                                      on_closed=server._socket_closed))
     return server
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from edgewire.errors import LocalProtocolError
 
-__all__ = ["K_MAX_BATCH", "K_MAX_SEND_BACKLOG", "UdpCounters", "UdpEndpoint", "bind_udp"]
+__all__ = ["K_MAX_BATCH", "K_MAX_SEND_BACKLOG", "UdpCounters", "UdpEndpoint", "bind_udp",
+           "open_udp"]
 
 logger = logging.getLogger("edgewire.aio")
 
@@ -61,7 +62,8 @@ class UdpEndpoint:
 
     ``on_datagram(data, addr)`` is called for every datagram read, ``on_batch_end()`` once
     after each wake-up that read any, ``on_closed()`` once the socket is closed (after the
-    send backlog has drained). The endpoint owns ``sock`` and closes it.
+    send backlog has drained). Once constructed, the endpoint owns ``sock`` and closes it
+    (a constructor that raises leaves it to the caller).
     """
 
     def __init__(
@@ -92,7 +94,13 @@ class UdpEndpoint:
         self._closed = False
         self.counters = UdpCounters()
         sock.setblocking(False)
-        self._loop.add_reader(self._fd, self._read_ready)
+        try:
+            self._loop.add_reader(self._fd, self._read_ready)
+        except NotImplementedError:
+            raise LocalProtocolError(
+                f"edgewire's UDP endpoint needs an event loop that can watch a socket "
+                f"(loop.add_reader): {type(self._loop).__name__} cannot; on Windows use "
+                f"asyncio.WindowsSelectorEventLoopPolicy") from None
 
     @property
     def sockname(self) -> Address:
@@ -211,3 +219,18 @@ async def bind_udp(host: str | None, port: int, *, family: int = socket.AF_UNSPE
         return sock
     assert error is not None
     raise error
+
+
+async def open_udp(
+    host: str | None, port: int, on_datagram: Callable[[bytes, Address], None],
+    on_batch_end: Callable[[], None] = lambda: None, *, family: int = socket.AF_UNSPEC,
+    on_closed: Callable[[], None] = lambda: None,
+) -> UdpEndpoint:
+    """A ``UdpEndpoint`` on a new socket bound to ``host:port`` (closed again if the
+    endpoint cannot be made)."""
+    sock = await bind_udp(host, port, family=family)
+    try:
+        return UdpEndpoint(sock, on_datagram, on_batch_end, on_closed=on_closed)
+    except BaseException:
+        sock.close()
+        raise
