@@ -52,7 +52,8 @@ def test_registered_and_configured() -> None:
                 {"predict_rate_factor": 0.0}, {"predict_rate_factor": 1.5},
                 {"predict_horizon": 0.0}, {"predict_min_queue": -0.001},
                 {"predict_min_queue": float("nan")}, {"queue_loss": 1},
-                {"reference_rtt": 0.0}, {"reference_rtt": float("inf")}, {"busy_rate": 1}):
+                {"reference_rtt": 0.0}, {"reference_rtt": float("inf")}, {"busy_rate": 1},
+                {"startup_least_queue": 1}):
         with pytest.raises(LocalProtocolError):
             DeliveryConfig(**bad)
     # it asks the peer for a report every feedback_interval; gcc states no wish
@@ -516,6 +517,44 @@ def test_the_busy_rate_is_finite_and_never_below_the_arrival_rate(
     spanned = sum(gap for gap, _ in counted)
     if spanned > 0:
         assert rate >= sum(size for _, size in counted) * 8 / spanned * (1 - 1e-9)
+
+
+def _startup_pair(*, min_rtt: float, least_queue: bool = True,
+                  second_owd: float = 0.0372) -> DeliveryEstimator:
+    """Startup on a path of ``min_rtt`` at 1 Mbit/s (1200 B every 9.6 ms) without queue,
+    then a report whose last two packets the pacer sent back to back: the first meets no
+    queue (25 ms one way), the second waits behind it (``second_owd``: 4.8 ms of a
+    2 Mbit/s bottleneck's transmission plus 7.4 ms of a real path's jitter by default)."""
+    est = DeliveryEstimator(BweConfig(start_bps=1_000_000, delivery=DeliveryConfig(
+        predict=False, startup_least_queue=least_queue)))
+    est.on_rtt(min_rtt, now=0.0, min_rtt=min_rtt)
+    _report(est, 0, 0.0, 10, 0.0096, 0.025, now=0.15)
+    sends = [0.096 + i * 0.0096 for i in range(4)] + [0.096 + 3 * 0.0096]
+    rows = []
+    for i, send in enumerate(sends):
+        est.on_sent(size_bytes=1200, now=send)
+        owd = second_owd if i == len(sends) - 1 else 0.025
+        rows.append(PacketResult(10 + i, send, 1200, 50.0 + send + owd))
+    est.on_feedback(rows, now=0.3)
+    return est
+
+
+def test_a_back_to_back_pair_does_not_end_startup_on_a_long_path() -> None:
+    # the pair's second packet met 12.2 ms, above the 10 ms target; its first met none
+    long = _startup_pair(min_rtt=0.6)
+    assert long.state()["queue_delay"] == pytest.approx(0.0122, abs=1e-6)
+    assert long.state()["startup"] is True
+    # the latest packet's queue alone ends it: with the option off, or on a short path
+    assert _startup_pair(min_rtt=0.6, least_queue=False).state()["startup"] is False
+    assert _startup_pair(min_rtt=0.05).state()["startup"] is False
+    # a real overshoot: both packets of the report meet the queue, and startup ends
+    both = DeliveryEstimator(BweConfig(start_bps=1_000_000,
+                                       delivery=DeliveryConfig(predict=False)))
+    both.on_rtt(0.6, now=0.0, min_rtt=0.6)
+    _report(both, 0, 0.0, 10, 0.0096, 0.025, now=0.15)
+    _report(both, 10, 0.096, 5, 0.0096, 0.045, now=0.3)
+    assert both.state()["queue_delay"] == pytest.approx(0.02, abs=1e-6)
+    assert both.state()["startup"] is False
 
 
 def test_startup_predicts_nothing() -> None:

@@ -124,6 +124,8 @@ class DeliveryEstimator(FeedbackEstimator):
         # (arrival, size, one-way delay) of the latest arrivals, on a long path only
         self._arrivals: deque[tuple[float, int, float]] = deque()
         self._long_path = False
+        self._beyond_reference = False
+        self._report_least_queue = 0.0
         self._lowest_rtt = math.inf  # the connection's smallest RTT (sample)
 
     # ------------------------------------------------------------------ hooks
@@ -141,7 +143,8 @@ class DeliveryEstimator(FeedbackEstimator):
         low = self._rtt if min_rtt is None else float(min_rtt)
         self._lowest_rtt = min(self._lowest_rtt, low)
         cfg = self._config.delivery
-        self._long_path = cfg.busy_rate and self._lowest_rtt > cfg.reference_rtt
+        self._beyond_reference = self._lowest_rtt > cfg.reference_rtt
+        self._long_path = cfg.busy_rate and self._beyond_reference
         if not self._long_path:
             self._arrivals.clear()
 
@@ -196,6 +199,7 @@ class DeliveryEstimator(FeedbackEstimator):
             self._base.reset()
         base = self._base.add(low, now)
         self.queue_delay = max(0.0, last_owd - base)
+        self._report_least_queue = max(0.0, low - base)
         self.predicted_queue_delay = self._predict(self.queue_delay, last_sent, now,
                                                    recent_bps)
         if self.delivered_bps:  # the previous report's, noted alongside the base
@@ -329,7 +333,9 @@ class DeliveryEstimator(FeedbackEstimator):
             # good; once the base is learned at the slower rate it holds that time already
             target = cfg.queue_target + self._transmission_excess(d)
             self._queue_goal = target
-            if self._startup and q > target:
+            if self._startup and q > target and not (
+                    cfg.startup_least_queue and self._beyond_reference
+                    and self._report_least_queue <= target):
                 self._startup = False
                 self._startup_ended_at = now
             stretch = self._stretch()
