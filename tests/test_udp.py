@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgewire
-from edgewire.aio.udp import UdpEndpoint, bind_udp, open_udp
+from edgewire.aio.udp import UdpEndpoint, bind_udp, open_udp, peer_address
 from edgewire.errors import LocalProtocolError
 
 
@@ -240,3 +240,41 @@ async def test_open_udp_binds_and_reads() -> None:
     assert log.events == [b"hi", "end"]
     ep.close()
     peer.close()
+
+
+@pytest.mark.asyncio
+async def test_session_over_ipv6_loopback(cert_pair: tuple[str, str]) -> None:
+    """``serve`` on ``::1`` and ``connect`` to ``[::1]:port``: the endpoints bind and
+    address IPv6 (4-tuple addresses) as they do IPv4."""
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    got: list[bytes] = []
+
+    async def handler(conn: edgewire.Connection) -> None:
+        ch = await conn.accept()
+        async for msg in ch:
+            got.append(bytes(msg.payload.ids))
+
+    server = await edgewire.serve("::1", 0, handler, certfile=cert_pair[0],
+                                  keyfile=cert_pair[1])
+    host, port = server.address
+    assert host == "::1"
+    async with edgewire.connect(f"edgewire://[::1]:{port}", cafile=cert_pair[0],
+                                server_name="localhost") as conn:
+        tokens = await conn.channel("tokens")
+        await tokens.send(edgewire.TokenMessage(ids=(1, 2, 3)))
+        await _until(lambda: len(got) == 1, limit=10)
+    server.close()
+    await server.wait_closed()
+    assert got == [bytes((1, 2, 3))]
+
+
+def test_peer_address_has_recvfroms_form() -> None:
+    assert peer_address(("127.0.0.1", 4433)) == ("127.0.0.1", 4433)
+    assert peer_address(("::1", 4433, 0, 0)) == ("::1", 4433, 0, 0)
+    v6 = socket.getaddrinfo("::1", 4433, socket.AF_INET6, socket.SOCK_DGRAM)[0][4]
+    assert len(peer_address(v6)) == 4

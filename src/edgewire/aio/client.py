@@ -20,7 +20,7 @@ from edgewire.aio.connection import (
     check_udp_socket,
     open_endpoint_log,
 )
-from edgewire.aio.udp import UdpEndpoint
+from edgewire.aio.udp import UdpEndpoint, peer_address
 from edgewire.errors import InsecureConnectionWarning, LocalProtocolError
 from edgewire.transport import Session, SessionConfig, quic_configuration
 
@@ -98,7 +98,7 @@ async def connect(
     if not infos:
         raise LocalProtocolError(f"cannot resolve {host!r}")
     family, _, _, _, sockaddr = infos[0]
-    addr: NetworkAddress = (str(sockaddr[0]), int(sockaddr[1]))
+    addr: NetworkAddress = peer_address(sockaddr)
     try:
         is_ip = bool(ipaddress.ip_address(host))
     except ValueError:

@@ -24,7 +24,7 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from edgewire.aio.client import parse_url
 from edgewire.aio.connection import _ChannelView
-from edgewire.aio.udp import UdpEndpoint, open_udp
+from edgewire.aio.udp import UdpEndpoint, open_udp, peer_address
 from edgewire.errors import ConnectionClosedError, LocalProtocolError, QueueFullError
 from edgewire.health.events import PathSwitched
 from edgewire.health.multipath import MultipathConfig, MultiSession
@@ -301,7 +301,7 @@ async def connect_multi(
         if not infos:
             raise LocalProtocolError(f"cannot resolve {host!r}")
         sockaddr = infos[0][4]
-        addrs[name] = (str(sockaddr[0]), int(sockaddr[1]))
+        addrs[name] = peer_address(sockaddr)
         qc = quic_configuration(is_client=True, server_name=server_name or host,
                                 cafile=cafile)
         sessions[name] = Session(qc, config=config)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from edgewire.errors import LocalProtocolError
 
 __all__ = ["K_MAX_BATCH", "K_MAX_SEND_BACKLOG", "UdpCounters", "UdpEndpoint", "bind_udp",
-           "open_udp"]
+           "open_udp", "peer_address"]
 
 logger = logging.getLogger("edgewire.aio")
 
@@ -234,3 +234,14 @@ async def open_udp(
     except BaseException:
         sock.close()
         raise
+
+
+def peer_address(sockaddr: tuple[object, ...]) -> Address:
+    """A resolved address in the form ``recvfrom`` reports datagrams from it: (host, port)
+    for IPv4, (host, port, flowinfo, scope_id) for IPv6. QUIC matches a datagram's
+    source against the path it sent on, so the address a client connects to must have
+    the same form, or its peer's replies look like a new path."""
+    host, port = str(sockaddr[0]), int(sockaddr[1])  # type: ignore[call-overload]
+    if len(sockaddr) >= 4:
+        return (host, port, int(sockaddr[2]), int(sockaddr[3]))  # type: ignore[call-overload]
+    return (host, port)
