@@ -278,3 +278,30 @@ def test_peer_address_has_recvfroms_form() -> None:
     assert peer_address(("::1", 4433, 0, 0)) == ("::1", 4433, 0, 0)
     v6 = socket.getaddrinfo("::1", 4433, socket.AF_INET6, socket.SOCK_DGRAM)[0][4]
     assert len(peer_address(v6)) == 4
+
+
+@pytest.mark.asyncio
+async def test_a_failing_handler_loses_no_other_datagram() -> None:
+    """A handler that raises on one datagram: the loop's exception handler gets it, the
+    batch still ends, and the datagrams after it are read on the next wake-up."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    mine, peer = _udp_pair()
+    log = _Log()
+
+    def handle(data: bytes, addr: object) -> None:
+        if data == b"bad":
+            raise ValueError("bad datagram")
+        log.datagram(data, addr)
+
+    ep = UdpEndpoint(mine, handle, log.batch_end)
+    for data in (b"1", b"bad", b"3"):
+        peer.sendto(data, mine.getsockname())
+    await _until(lambda: ep.counters.datagrams == 3)
+    assert [e for e in log.events if e != "end"] == [b"1", b"3"]
+    assert log.events.count("end") == 2
+    assert len(errors) == 1
+    assert isinstance(errors[0]["exception"], ValueError)
+    ep.close()
+    peer.close()
