@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -182,19 +183,27 @@ async def test_bind_udp_binds_and_reports_failures() -> None:
     sock.close()
 
 
+async def _collecting_server(cert_pair: tuple[str, str], host: str, got: list[object],
+                             keep: Callable[[Any], object], **kwargs: Any) -> edgewire.Server:
+    """A server on ``host`` that appends ``keep(payload)`` of every message of the first
+    channel of its session to ``got``."""
+    async def handler(conn: edgewire.Connection) -> None:
+        ch = await conn.accept()
+        async for msg in ch:
+            got.append(keep(msg.payload))
+
+    return await edgewire.serve(host, 0, handler, certfile=cert_pair[0],
+                                keyfile=cert_pair[1], **kwargs)
+
+
 @pytest.mark.asyncio
 async def test_server_answers_bursts_once_per_batch(cert_pair: tuple[str, str]) -> None:
     """A bulk transfer over loopback: the server reads the client's bursts several
     datagrams per wake-up (and transmits once for each batch), and every byte arrives."""
-    got: list[int] = []
-
-    async def handler(conn: edgewire.Connection) -> None:
-        ch = await conn.accept()
-        async for msg in ch:
-            got.append(int(msg.payload.nbytes))
-
-    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=cert_pair[0],
-                                  keyfile=cert_pair[1], congestion_control="reno")
+    got: list[object] = []
+    server = await _collecting_server(cert_pair, "127.0.0.1", got,
+                                      lambda payload: int(payload.nbytes),
+                                      congestion_control="reno")
     array = np.zeros(256 * 1024 // 4, dtype=np.float32)
     async with edgewire.connect(f"localhost:{server.address[1]}", cafile=cert_pair[0],
                                 congestion_control="reno") as conn:
@@ -252,15 +261,9 @@ async def test_session_over_ipv6_loopback(cert_pair: tuple[str, str]) -> None:
         probe.close()
     except OSError as exc:
         pytest.skip(f"no IPv6 loopback here: {exc}")
-    got: list[bytes] = []
-
-    async def handler(conn: edgewire.Connection) -> None:
-        ch = await conn.accept()
-        async for msg in ch:
-            got.append(bytes(msg.payload.ids))
-
-    server = await edgewire.serve("::1", 0, handler, certfile=cert_pair[0],
-                                  keyfile=cert_pair[1])
+    got: list[object] = []
+    server = await _collecting_server(cert_pair, "::1", got,
+                                      lambda payload: bytes(payload.ids))
     host, port = server.address
     assert host == "::1"
     async with edgewire.connect(f"edgewire://[::1]:{port}", cafile=cert_pair[0],
