@@ -347,11 +347,6 @@ class Connection:
 
     # ---------------------------------------------------------------- driver
 
-    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        """Feed one UDP datagram and answer it at once."""
-        self._receive(data, addr)
-        self._transmit()
-
     def _receive(self, data: bytes, addr: NetworkAddress) -> None:
         """Feed one UDP datagram without transmitting: a batch of them is answered by one
         ``_transmit`` at its end (``edgewire.aio.udp``)."""

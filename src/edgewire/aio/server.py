@@ -61,9 +61,6 @@ class Server:
         host, port = self._transport.sockname[:2]
         return str(host), int(port)
 
-    def _attach(self, endpoint: UdpEndpoint) -> None:
-        self._transport = endpoint
-
     @property
     def udp(self) -> UdpEndpoint:
         """The listening socket's endpoint (its counters: ``udp.counters``)."""
@@ -198,12 +195,12 @@ async def serve(
     server = Server(handler, make_session, endpoint_log=logs)
     if sock is not None:
         check_udp_socket(sock)
-        server._attach(UdpEndpoint(sock, server.datagram_received, server._batch_end,
-                                   on_closed=server._socket_closed))
+        server._transport = UdpEndpoint(sock, server.datagram_received, server._batch_end,
+                                        on_closed=server._socket_closed)
     else:
-        server._attach(await open_udp(host, port, server.datagram_received,
-                                      server._batch_end, family=family,
-                                      on_closed=server._socket_closed))
+        server._transport = await open_udp(host, port, server.datagram_received,
+                                           server._batch_end, family=family,
+                                           on_closed=server._socket_closed)
     return server
 
 
