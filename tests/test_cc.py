@@ -164,6 +164,36 @@ def test_the_pacing_burst_does_not_grow_with_the_path_beyond_the_reference() -> 
     assert long.burst_rtt(0.25) == K_BURST_REFERENCE_RTT  # never below the reference
 
 
+def test_the_pacing_burst_is_at_least_a_millisecond_of_the_rate() -> None:
+    """On a LAN or loopback path (a smoothed RTT of a millisecond or so) aioquic's burst
+    of a quarter of it would be two packets; the burst RTT has a floor of four
+    K_MIN_BURST_TIME (the burst is a quarter of it), which binds only under 4 ms."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    from edgewire.transport.cc import K_MIN_BURST_TIME
+
+    cc = _cc()
+    assert cc.burst_rtt(0.0008) == pytest.approx(4 * K_MIN_BURST_TIME)  # no sample yet
+    cc.on_rtt_measurement(now=0.0, rtt=0.0005)
+    assert cc.burst_rtt(0.0007) == pytest.approx(4 * K_MIN_BURST_TIME)
+    assert cc.burst_rtt(0.05) == 0.05  # a 50 ms path: the smoothed RTT, as before
+
+    def packets_per_wakeup(burst_rtt: object) -> int:
+        quic = QuicConnection(configuration=QuicConfiguration(
+            is_client=True, congestion_control_algorithm="edgewire"))
+        quicstats.pace_at(quic, lambda: 100_000_000.0, burst_rtt=burst_rtt)
+        pacer = quic._loss._pacer
+        pacer.update_rate(congestion_window=1, smoothed_rtt=0.0007)
+        pacer.update_bucket(now=1.0)  # idle long enough to fill the bucket
+        return _packets_per_call(pacer, now=1.0)
+
+    size = QuicConfiguration(is_client=True).max_datagram_size
+    assert packets_per_wakeup(None) == 2  # aioquic's own: a quarter of 0.7 ms
+    # a millisecond at 100 Mbit/s: 12,500 bytes
+    assert packets_per_wakeup(cc.burst_rtt) == 12_500 // size + 1
+
+
 def test_pace_at_takes_the_burst_from_the_burst_rtt() -> None:
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection

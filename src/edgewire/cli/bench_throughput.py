@@ -3,7 +3,10 @@
 Both sides of each pair run in this process over real loopback UDP, with the same QUIC
 settings (certificate, flow-control windows, congestion control, datagram size), so the
 ratio measures what edgewire adds: headers, scheduler, fragmentation, CBOR envelopes, the
-asyncio adapter. Rounds alternate raw / edgewire so machine noise hits both alike.
+asyncio adapter. A third contender runs the same edgewire channel under edgewire's own
+congestion controller (the default of every session, pacing at the bandwidth estimate):
+its ratio to raw aioquic's Reno is what a user gets on a fast path without choosing a
+controller. Rounds rotate the contenders so machine noise hits all alike.
 """
 
 from __future__ import annotations
@@ -70,9 +73,11 @@ class _RawServerProtocol(QuicConnectionProtocol):
             self.counter.add(len(event.data))
 
 
-#: Both contenders run aioquic's Reno: edgewire's own controller paces at the session's
-#: bandwidth estimate, which a raw aioquic connection has none of.
+#: The raw and the first edgewire contender run aioquic's Reno: edgewire's own controller
+#: paces at the session's bandwidth estimate, which a raw aioquic connection has none of.
 K_CC = "reno"
+#: The third contender's controller: edgewire's own, the default of its sessions.
+K_DEFAULT_CC = "edgewire"
 
 
 def _raw_config(is_client: bool, cert: Path, key: Path) -> QuicConfiguration:
@@ -146,7 +151,8 @@ async def _raw(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> float
     return mbps
 
 
-async def _edgewire(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> float:
+async def _edgewire(mode: str, cfg: ThroughputConfig, cert: Path, key: Path,
+                    cc: str = K_CC) -> float:
     counter = _Counter()
 
     async def handler(conn: edgewire.Connection) -> None:
@@ -155,13 +161,13 @@ async def _edgewire(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> 
             payload = msg.payload
             counter.add(payload.nbytes if isinstance(payload, np.ndarray) else len(payload))
 
-    server = await edgewire.serve("127.0.0.1", 0, handler, congestion_control=K_CC,
+    server = await edgewire.serve("127.0.0.1", 0, handler, congestion_control=cc,
                                   certfile=str(cert),
                                   keyfile=str(key))
     port = server.address[1]
     try:
         async with edgewire.connect(f"localhost:{port}", cafile=str(cert),
-                                    congestion_control=K_CC) as conn:
+                                    congestion_control=cc) as conn:
             stop = asyncio.Event()
             if mode == "datagram":
                 # a long deadline: this measures throughput, not timeliness
@@ -193,29 +199,41 @@ async def _edgewire(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> 
 Runner = Callable[[str, ThroughputConfig, Path, Path], Awaitable[float]]
 
 
+async def _edgewire_default_cc(mode: str, cfg: ThroughputConfig, cert: Path,
+                               key: Path) -> float:
+    return await _edgewire(mode, cfg, cert, key, cc=K_DEFAULT_CC)
+
+
+#: (name in the output, runner), in the order of the first round.
+CONTENDERS: tuple[tuple[str, Runner], ...] = (
+    ("aioquic", _raw), ("edgewire", _edgewire), ("edgewire_cc", _edgewire_default_cc))
+
+
 async def _run_all(cfg: ThroughputConfig, progress: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = write_self_signed(tmp)
         for mode in ("datagram", "stream"):
-            runs: dict[str, list[float]] = {"aioquic": [], "edgewire": []}
+            runs: dict[str, list[float]] = {name: [] for name, _ in CONTENDERS}
             for r in range(cfg.rounds):
-                contenders: list[tuple[str, Runner]] = [("aioquic", _raw), ("edgewire", _edgewire)]
-                if r % 2:
-                    contenders.reverse()
-                for name, fn in contenders:
+                shift = r % len(CONTENDERS)
+                for name, fn in CONTENDERS[shift:] + CONTENDERS[:shift]:
                     mbps = await fn(mode, cfg, cert, key)
                     runs[name].append(mbps)
                     progress(f"{mode} round {r + 1}/{cfg.rounds}: {name} {mbps:.1f} Mbit/s")
             raw = statistics.median(runs["aioquic"])
             ours = statistics.median(runs["edgewire"])
+            own_cc = statistics.median(runs["edgewire_cc"])
             out[mode] = {
                 "aioquic_mbps": round(raw, 2),
                 "edgewire_mbps": round(ours, 2),
                 "ratio": round(ours / raw, 3) if raw > 0 else None,
+                "edgewire_cc_mbps": round(own_cc, 2),
+                "edgewire_cc_ratio": round(own_cc / raw, 3) if raw > 0 else None,
                 "runs": {k: [round(v, 2) for v in vs] for k, vs in runs.items()},
             }
-    out["config"] = {"seconds": cfg.seconds, "rounds": cfg.rounds,
+    out["config"] = {"seconds": cfg.seconds, "rounds": cfg.rounds, "cc": K_CC,
+                     "default_cc": K_DEFAULT_CC,
                      "video_frame_bytes": cfg.video_frame_bytes, "array_bytes": cfg.array_bytes}
     return out
 
@@ -223,5 +241,6 @@ async def _run_all(cfg: ThroughputConfig, progress: Callable[[str], None]) -> di
 def run_throughput(
     cfg: ThroughputConfig, progress: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
-    """Run the benchmark; returns ``{"datagram": {...}, "stream": {...}, "config": {...}}``."""
+    """Run the benchmark; returns ``{"datagram": {...}, "stream": {...}, "config": {...}}``
+    (per mode: each contender's median Mbit/s, the edgewire ÷ aioquic ratios, every run)."""
     return asyncio.run(_run_all(cfg, progress))

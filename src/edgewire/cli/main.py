@@ -153,7 +153,9 @@ def _bench(args: argparse.Namespace) -> int:
         for mode in ("datagram", "stream"):
             r = result[mode]
             print(f"{mode:<9} aioquic {r['aioquic_mbps']:8.1f} Mbit/s   edgewire "
-                  f"{r['edgewire_mbps']:8.1f} Mbit/s   ratio {r['ratio']}")
+                  f"{r['edgewire_mbps']:8.1f} Mbit/s   ratio {r['ratio']}   "
+                  f"edgewire's own cc {r['edgewire_cc_mbps']:8.1f} Mbit/s   "
+                  f"ratio {r['edgewire_cc_ratio']}")
     return 0
 
 
@@ -230,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)
-    t = bsub.add_parser("throughput", help="edgewire channels vs raw aioquic on loopback")
+    t = bsub.add_parser("throughput", help="edgewire channels vs raw aioquic on loopback "
+                                           "(Reno both, and edgewire's own controller)")
     t.add_argument("--seconds", type=float, default=2.0, help="measured seconds per run")
     t.add_argument("--rounds", type=int, default=3, help="runs per contender (median)")
     t.add_argument("--json", action="store_true")

@@ -19,7 +19,12 @@ after an idle spell (:func:`quicstats.pace_at` passes :meth:`burst_rtt`): on a 3
 path that burst is 75 ms of the rate, far above a low-delay target of a few
 milliseconds of queue, and a window-limited sender releases one every round trip. So
 the path's min RTT beyond K_BURST_REFERENCE_RTT does not count towards the burst; the
-queueing delay in the smoothed RTT still does, as on a short path.
+queueing delay in the smoothed RTT still does, as on a short path. On a path of a few
+milliseconds (a LAN, loopback) the same quarter is a few microseconds: two packets per
+burst, so every two packets cost a wake-up of the event loop, and a fast path was held
+to what the loop could do (65 Mbit/s on loopback where Reno's bursts carried 136). So a
+burst is at least K_MIN_BURST_TIME of the rate (still 2 to 16 packets): at a 50 ms round
+trip a quarter of it is longer, and nothing changes there.
 
 A full window after a blackout would hold the sender until QUIC's probe timeout (which
 backs off to seconds) frees it: the packets in flight were lost with the path. So while no
@@ -46,7 +51,8 @@ from aioquic.quic.congestion.base import (
 )
 from aioquic.quic.packet_builder import QuicSentPacket
 
-__all__ = ["CONGESTION_CONTROL_NAME", "K_BURST_REFERENCE_RTT", "EdgewireCongestionControl"]
+__all__ = ["CONGESTION_CONTROL_NAME", "K_BURST_REFERENCE_RTT", "K_MIN_BURST_TIME",
+           "EdgewireCongestionControl"]
 
 #: Name under which the controller is registered with aioquic.
 CONGESTION_CONTROL_NAME = "edgewire"
@@ -75,6 +81,10 @@ K_MIN_PACKETS = 4
 #: Beyond it, a 300 ms path's bursts of 75 ms of the rate kept a standing queue that
 #: stalled the window every round trip (competition scenario: 0.60 of the link).
 K_BURST_REFERENCE_RTT = 0.08  # seconds
+#: The pacer's burst is at least this much time at the rate (a quarter of the RTT
+#: :meth:`EdgewireCongestionControl.burst_rtt` returns): a millisecond of queue at a
+#: bottleneck of the same rate, well under any queue target.
+K_MIN_BURST_TIME = 0.001  # seconds
 
 
 def _doubling_steps() -> int:
@@ -149,13 +159,14 @@ class EdgewireCongestionControl(QuicCongestionControl):
     def burst_rtt(self, smoothed_rtt: float) -> float:
         """The RTT the pacer's burst allowance is taken from: the smoothed RTT less what
         the path's RTT (the connection's smallest sample: a long outage keeps a short
-        path's recent samples high) exceeds K_BURST_REFERENCE_RTT by (module
-        docstring)."""
+        path's recent samples high) exceeds K_BURST_REFERENCE_RTT by, and at least
+        4 x K_MIN_BURST_TIME (module docstring)."""
+        floor = 4.0 * K_MIN_BURST_TIME  # the burst is a quarter of the returned RTT
         low = self._lowest_rtt
         if not math.isfinite(low):
-            return smoothed_rtt
+            return max(smoothed_rtt, floor)
         return max(smoothed_rtt - max(0.0, low - K_BURST_REFERENCE_RTT),
-                   min(smoothed_rtt, K_BURST_REFERENCE_RTT))
+                   min(smoothed_rtt, K_BURST_REFERENCE_RTT), floor)
 
     def _update_window(self) -> None:
         rtt = self.min_rtt

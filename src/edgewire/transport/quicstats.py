@@ -154,7 +154,8 @@ def pace_at(quic: QuicConnection, rate_bps: Any, burst_rtt: Any = None) -> None:
     aioquic lets a burst of a quarter of the window (2 to 16 full packets) leave at once
     after an idle spell, a quarter of the smoothed RTT at the pacing rate. With
     ``burst_rtt(smoothed_rtt)`` given, the burst is a quarter of that time instead (the
-    congestion controller keeps it from growing with the path's length).
+    congestion controller keeps it from growing with the path's length, and from
+    shrinking to a few microseconds on a path of a few milliseconds).
 
     aioquic recomputes the pacing rate from the window after every RTT sample and loss;
     this wraps that computation on this connection's pacer, and applies it at once."""
@@ -171,12 +172,15 @@ def pace_at(quic: QuicConnection, rate_bps: Any, burst_rtt: Any = None) -> None:
         if burst_rtt is None or rate is None or rate <= 0:
             return
         burst_time = burst_rtt(smoothed_rtt)
-        if burst_time < smoothed_rtt:
+        if burst_time != smoothed_rtt:
             # aioquic's own rule (a quarter of the window, 2 to 16 packets), on the
             # window of ``burst_time`` at the rate
             burst = max(2 * size, min(int(rate / 8.0 * burst_time) // 4, 16 * size))
-            pacer.bucket_max = min(pacer.bucket_max, burst * 8.0 / rate)
-            pacer.bucket_time = min(pacer.bucket_time, pacer.bucket_max)
+            if burst_time < smoothed_rtt:
+                pacer.bucket_max = min(pacer.bucket_max, burst * 8.0 / rate)
+                pacer.bucket_time = min(pacer.bucket_time, pacer.bucket_max)
+            else:
+                pacer.bucket_max = max(pacer.bucket_max, burst * 8.0 / rate)
 
     def update_after_send(now: float) -> None:
         # aioquic sends a packet without asking the pacer whenever an ACK is due, and
