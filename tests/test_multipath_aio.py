@@ -95,3 +95,84 @@ async def test_decision_switches_and_rejects(cert_pair: tuple[str, str]) -> None
             assert ev.reason == "decision"
     finally:
         service.close()
+
+
+@pytest.mark.asyncio
+async def test_a_sender_held_by_unacknowledged_messages_wakes_on_the_ack(
+        cert_pair: tuple[str, str]) -> None:
+    """With room for two unacknowledged messages, ``send`` waits on every third; the
+    peer's acknowledgement is no event of its own, and the sender must wake on it (it
+    used to wait for an unrelated event, and with none coming, for ever)."""
+    cert, key = cert_pair
+    cfg = MultipathConfig(max_unacked_messages=2)
+    service = MultiService(config=cfg)
+    edge = await service.listen("edge", "127.0.0.1", 0, certfile=cert, keyfile=key)
+    received: list[int] = []
+
+    async def serve_one() -> None:
+        conn = await service.accept()
+        ch = await conn.accept()
+        async for msg in ch:
+            received.append(msg.payload.ids[0])
+            if msg.payload.end:
+                break
+
+    server_task = asyncio.create_task(serve_one())
+    try:
+        async with connect_multi({"edge": f"127.0.0.1:{edge[1]}"}, cafile=cert,
+                                 server_name="localhost", multipath=cfg) as conn:
+            tokens = await conn.channel("tokens")
+
+            async def send_all() -> None:
+                for i in range(20):
+                    await tokens.send(TokenMessage(ids=[i], end=i == 19))
+
+            await asyncio.wait_for(send_all(), 5.0)
+            await asyncio.wait_for(server_task, 5.0)
+        assert received == list(range(20))
+    finally:
+        server_task.cancel()
+        service.close()
+
+
+@pytest.mark.asyncio
+async def test_the_hub_runs_a_due_deadline_while_it_is_serviced_all_the_time() -> None:
+    """Under a steady stream of datagrams every read batch ends in ``service``; a timer
+    re-armed by each call never ran, and a receiver's acknowledgements waited for a pause
+    in the stream. A deadline already due runs within the stream now."""
+    from edgewire.aio.multi import _Hub
+
+    class Target:
+        def __init__(self, due: float) -> None:
+            self.due: float | None = due
+            self.ran_at_call: int | None = None
+            self.calls = 0
+
+        def poll(self, *, now: float) -> None:
+            self.calls += 1
+
+        def handle_timer(self, *, now: float) -> None:
+            if self.ran_at_call is None:
+                self.ran_at_call = self.calls
+            self.due = None
+
+        def get_timer(self) -> float | None:
+            return self.due
+
+    loop = asyncio.get_running_loop()
+    target = Target(due=loop.time() - 0.001)
+    hub = _Hub(target, lambda: None)
+    done = loop.create_future()
+
+    def stream(left: int) -> None:  # one "batch" per loop iteration, 50 in a row
+        hub.service()
+        if left:
+            loop.call_soon(stream, left - 1)
+        else:
+            done.set_result(None)
+
+    loop.call_soon(stream, 50)
+    await done
+    hub.stop()
+    assert target.ran_at_call is not None
+    assert target.ran_at_call <= 1

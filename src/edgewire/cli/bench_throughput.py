@@ -6,7 +6,11 @@ ratio measures what edgewire adds: headers, scheduler, fragmentation, CBOR envel
 asyncio adapter. A third contender runs the same edgewire channel under edgewire's own
 congestion controller (the default of every session, pacing at the bandwidth estimate):
 its ratio to raw aioquic's Reno is what a user gets on a fast path without choosing a
-controller. Rounds rotate the contenders so machine noise hits all alike.
+controller. In the stream mode a fourth, ``edgewire_hub``, sends the same arrays through
+a multi-endpoint session (``connect_multi`` to a ``MultiService`` with an edge and a cloud
+endpoint, the edge active, edgewire's controller): its ratio to the third is what the
+multipath layer (its own sequence numbers, acknowledgements and resend buffer, probes of
+the standby) costs. Rounds rotate the contenders so machine noise hits all alike.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import DatagramFrameReceived, QuicEvent, StreamDataReceived
 
 import edgewire
+from edgewire.aio.multi import MultiService, connect_multi
 from edgewire.certs import write_self_signed
+from edgewire.errors import LocalProtocolError
 from edgewire.transport import QoS, quicstats
 from edgewire.transport.config import quic_configuration
 from edgewire.transport.wire import HEADER_SIZE
@@ -204,9 +210,50 @@ async def _edgewire_default_cc(mode: str, cfg: ThroughputConfig, cert: Path,
     return await _edgewire(mode, cfg, cert, key, cc=K_DEFAULT_CC)
 
 
+async def _edgewire_hub(mode: str, cfg: ThroughputConfig, cert: Path, key: Path) -> float:
+    if mode != "stream":
+        raise LocalProtocolError("the hub contender sends arrays on a stream channel only")
+    counter = _Counter()
+    service = MultiService()
+    edge = await service.listen("edge", "127.0.0.1", 0, certfile=str(cert),
+                                keyfile=str(key))
+    cloud = await service.listen("cloud", "127.0.0.1", 0, certfile=str(cert),
+                                 keyfile=str(key))
+
+    async def serve_one() -> None:
+        conn = await service.accept()
+        ch = await conn.accept()
+        async for msg in ch:
+            counter.add(msg.payload.nbytes)
+
+    server_task = asyncio.create_task(serve_one())
+    try:
+        async with connect_multi({"edge": f"127.0.0.1:{edge[1]}",
+                                  "cloud": f"127.0.0.1:{cloud[1]}"},
+                                 cafile=str(cert), server_name="localhost") as conn:
+            ch = await conn.channel("embeddings")
+            array = np.zeros(cfg.array_bytes // 4, dtype=np.float32)
+            stop = asyncio.Event()
+
+            async def produce() -> None:
+                # send waits while the multipath layer holds its most unacknowledged
+                # bytes; a turn of the loop between arrays lets the paths transmit
+                while not stop.is_set():
+                    await ch.send(array)
+                    await asyncio.sleep(0)
+
+            mbps = await _measure(counter, cfg, produce, stop)
+    finally:
+        server_task.cancel()
+        service.close()
+    return mbps
+
+
 #: (name in the output, runner), in the order of the first round.
 CONTENDERS: tuple[tuple[str, Runner], ...] = (
     ("aioquic", _raw), ("edgewire", _edgewire), ("edgewire_cc", _edgewire_default_cc))
+#: Contenders of the stream mode only.
+STREAM_CONTENDERS: tuple[tuple[str, Runner], ...] = (("edgewire_hub", _edgewire_hub),)
 
 
 async def _run_all(cfg: ThroughputConfig, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -214,10 +261,11 @@ async def _run_all(cfg: ThroughputConfig, progress: Callable[[str], None]) -> di
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = write_self_signed(tmp)
         for mode in ("datagram", "stream"):
-            runs: dict[str, list[float]] = {name: [] for name, _ in CONTENDERS}
+            contenders = CONTENDERS + (STREAM_CONTENDERS if mode == "stream" else ())
+            runs: dict[str, list[float]] = {name: [] for name, _ in contenders}
             for r in range(cfg.rounds):
-                shift = r % len(CONTENDERS)
-                for name, fn in CONTENDERS[shift:] + CONTENDERS[:shift]:
+                shift = r % len(contenders)
+                for name, fn in contenders[shift:] + contenders[:shift]:
                     mbps = await fn(mode, cfg, cert, key)
                     runs[name].append(mbps)
                     progress(f"{mode} round {r + 1}/{cfg.rounds}: {name} {mbps:.1f} Mbit/s")
@@ -232,6 +280,11 @@ async def _run_all(cfg: ThroughputConfig, progress: Callable[[str], None]) -> di
                 "edgewire_cc_ratio": round(own_cc / raw, 3) if raw > 0 else None,
                 "runs": {k: [round(v, 2) for v in vs] for k, vs in runs.items()},
             }
+            if runs.get("edgewire_hub"):
+                hub = statistics.median(runs["edgewire_hub"])
+                out[mode]["edgewire_hub_mbps"] = round(hub, 2)
+                out[mode]["edgewire_hub_ratio"] = (round(hub / own_cc, 3) if own_cc > 0
+                                                   else None)
     out["config"] = {"seconds": cfg.seconds, "rounds": cfg.rounds, "cc": K_CC,
                      "default_cc": K_DEFAULT_CC,
                      "video_frame_bytes": cfg.video_frame_bytes, "array_bytes": cfg.array_bytes}

@@ -156,6 +156,9 @@ def _bench(args: argparse.Namespace) -> int:
                   f"{r['edgewire_mbps']:8.1f} Mbit/s   ratio {r['ratio']}   "
                   f"edgewire's own cc {r['edgewire_cc_mbps']:8.1f} Mbit/s   "
                   f"ratio {r['edgewire_cc_ratio']}")
+            if "edgewire_hub_mbps" in r:
+                print(f"{'':<9} multi-endpoint hub {r['edgewire_hub_mbps']:8.1f} Mbit/s   "
+                      f"÷ edgewire's own cc {r['edgewire_hub_ratio']}")
     return 0
 
 

@@ -110,6 +110,9 @@ class MultiSession:
         (counted and dropped)."""
         self.events_dropped = 0
         """Media events dropped because the driver did not drain ``next_event``."""
+        self.messages_acked = 0
+        """Reliable messages the peer has acknowledged, all channels: when it grows, a
+        sender that met QueueFullError has room again (drivers wake it on that)."""
         for name, session in paths.items():
             self.add_path(name, session)
         if initial is not None:
@@ -528,7 +531,7 @@ class MultiSession:
                 if lg is None or lg.sender is None:
                     continue  # a channel this side has not opened yet
                 try:
-                    lg.sender.on_ack(next_expected)
+                    self.messages_acked += lg.sender.on_ack(next_expected)
                 except RemoteProtocolError:
                     self.malformed += 1
             self._pump(now)
