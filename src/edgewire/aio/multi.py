@@ -84,19 +84,14 @@ class _Hub:
 
     def service(self) -> None:
         """Run what is due, take in events, transmit, and arm the timer for the next
-        deadline. Deadlines already due run here, not only from the timer: under a steady
-        stream of datagrams every batch ends in a call to this, and a timer re-armed by
-        each call never came to run (a receiver's acknowledgements waited for a pause in
-        the stream: a second at 130 Mbit/s)."""
+        deadline. The deadline the timer was armed for runs here once due, not only from
+        the timer: under a steady stream of datagrams every batch ends in a call to this,
+        and a timer re-armed by each call never came to run (a receiver's
+        acknowledgements waited for a pause in the stream: a second at 130 Mbit/s)."""
         self._scheduled = False
         now = self.loop.time()
-        for session, _ in list(self.sessions.values()):
-            t = session.get_timer()
-            if t is not None and t <= now:
-                session.handle_timer(now=now)
-        t = self.target.get_timer()
-        if t is not None and t <= now:
-            self.target.handle_timer(now=now)
+        if self._timer_at is not None and self._timer_at <= now:
+            self._run_due(now)
         self.target.poll(now=now)
         self.on_service()
         timer = self.target.get_timer()
@@ -113,9 +108,20 @@ class _Hub:
         self._timer_at = timer
         self._timer = None if timer is None else self.loop.call_at(timer, self._fire)
 
+    def _run_due(self, now: float) -> None:
+        for session, _ in list(self.sessions.values()):
+            t = session.get_timer()
+            if t is not None and t <= now:
+                session.handle_timer(now=now)
+        t = self.target.get_timer()
+        if t is not None and t <= now:
+            self.target.handle_timer(now=now)
+
     def _fire(self) -> None:
         self._timer = None
+        now = self.loop.time()
         self._timer_at = None
+        self._run_due(now)
         self.service()
 
     def stop(self) -> None:
