@@ -308,3 +308,82 @@ async def test_a_failing_handler_loses_no_other_datagram() -> None:
     assert isinstance(errors[0]["exception"], ValueError)
     ep.close()
     peer.close()
+
+
+def _rcvbuf(sock: socket.socket) -> int:
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def _granted(size: int, default: int) -> int | None:
+    """What Linux reports for a request of ``size`` bytes (twice the request, up to twice
+    net.core.rmem_max, never below the default); None where that is not known."""
+    rmem_max = Path("/proc/sys/net/core/rmem_max")
+    if not rmem_max.exists():
+        return None
+    return max(2 * min(size, int(rmem_max.read_text())), default)
+
+
+@pytest.mark.asyncio
+async def test_sockets_ask_for_a_deep_receive_buffer() -> None:
+    """A receiver that falls behind should show it as delay, not drop without a trace:
+    every socket asks for K_RECV_BUFFER; 0 keeps the system's default, and a negative
+    size is refused."""
+    from edgewire.aio.udp import K_RECV_BUFFER, request_recv_buffer
+
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    default = _rcvbuf(plain)
+    sock = await bind_udp("127.0.0.1", 0)
+    kept = await bind_udp("127.0.0.1", 0, recv_buffer=0)
+    try:
+        assert _rcvbuf(kept) == default
+        expected = _granted(K_RECV_BUFFER, default)
+        assert _rcvbuf(sock) == expected if expected is not None else _rcvbuf(sock) >= default
+        request_recv_buffer(plain, 4 * 65536)
+        expected = _granted(4 * 65536, default)
+        assert _rcvbuf(plain) == expected if expected is not None else _rcvbuf(plain) > 0
+        with pytest.raises(LocalProtocolError, match="recv_buffer"):
+            request_recv_buffer(plain, -1)
+        with pytest.raises(LocalProtocolError, match="recv_buffer"):
+            await bind_udp("127.0.0.1", 0, recv_buffer=-1)
+        log = _Log()
+        endpoint = UdpEndpoint(sock, log.datagram, log.batch_end)
+        assert endpoint.recv_buffer_bytes == _rcvbuf(sock)
+        endpoint.abort()
+        assert endpoint.recv_buffer_bytes == 0
+    finally:
+        plain.close()
+        kept.close()
+
+
+@pytest.mark.asyncio
+async def test_connect_and_serve_sockets_get_the_buffer(
+        cert_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgewire.aio.client as client_module
+    from edgewire.aio.udp import request_recv_buffer
+
+    cert, key = cert_pair
+    client_buffers: list[int] = []
+
+    def recording(sock: socket.socket, size: int | None = None) -> None:
+        request_recv_buffer(sock, size)
+        client_buffers.append(_rcvbuf(sock))
+
+    monkeypatch.setattr(client_module, "request_recv_buffer", recording)
+
+    async def handler(conn: edgewire.Connection) -> None:
+        await conn.wait_closed()
+
+    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=cert, keyfile=key)
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        async with edgewire.connect(f"localhost:{server.address[1]}", cafile=cert):
+            pass
+        probe = await bind_udp("127.0.0.1", 0)  # what any endpoint's socket is granted
+        granted = _rcvbuf(probe)
+        probe.close()
+        assert server.udp.recv_buffer_bytes == granted
+        assert client_buffers == [granted]
+        assert granted >= _rcvbuf(plain)
+    finally:
+        plain.close()
+        server.close()

@@ -20,7 +20,7 @@ from edgewire.aio.connection import (
     check_udp_socket,
     open_endpoint_log,
 )
-from edgewire.aio.udp import UdpEndpoint, peer_address
+from edgewire.aio.udp import UdpEndpoint, peer_address, request_recv_buffer
 from edgewire.errors import InsecureConnectionWarning, LocalProtocolError
 from edgewire.transport import Session, SessionConfig, quic_configuration
 
@@ -127,6 +127,7 @@ async def connect(
         else:
             made = socket.socket(family, socket.SOCK_DGRAM)
             try:
+                request_recv_buffer(made)
                 made.bind(local)
                 transport = UdpEndpoint(made, protocol.datagram_received,
                                         protocol.batch_end)
