@@ -209,6 +209,39 @@ async def test_bernoulli_loss_matches_link_stats() -> None:
     assert ids == sorted(ids)
 
 
+@pytest.mark.asyncio
+async def test_relay_sockets_get_the_deep_receive_buffer() -> None:
+    """A burst the relay cannot read at once waits in its sockets (and its lateness is
+    reported) instead of being dropped before the link model sees it: both of its sockets
+    ask for edgewire's receive buffer, as every endpoint's does."""
+    from edgewire.aio.udp import bind_udp
+
+    def rcvbuf(sock: socket.socket) -> int:
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    probe = await bind_udp(LOOPBACK, 0)
+    granted = rcvbuf(probe)
+    probe.close()
+    st, _server = await _udp_server()
+    relay = await start_relay((LOOPBACK, 0), (LOOPBACK, _port(st)),
+                              (LinkConfig(), LinkConfig()), seed=1)
+    ct, _client = await _udp_client(relay.address)
+    try:
+        ct.sendto(b"hello")  # makes the client's upstream socket
+        await _until(lambda: any(c.socket is not None and c.socket.transport is not None
+                                 for c in relay._clients.values()))
+        listen = relay._listen.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        assert rcvbuf(listen) == granted
+        (client,) = relay._clients.values()
+        upstream = client.socket.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        assert rcvbuf(upstream) == granted
+    finally:
+        ct.close()
+        relay.close()
+        await relay.wait_closed()
+        st.close()
+
+
 # ---------------------------------------------------------------------------- rate
 
 

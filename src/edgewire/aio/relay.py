@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
 
+from edgewire.aio.udp import request_recv_buffer
 from edgewire.errors import LocalProtocolError
 from edgewire.netsim.config import LinkConfig
 from edgewire.netsim.link import Delivery, Link
@@ -345,6 +346,9 @@ class Relay:
         raw = socket.socket(self._upstream_family, socket.SOCK_DGRAM)
         try:
             raw.setblocking(False)
+            # a burst waits in a deep buffer (its lateness is reported) instead of being
+            # dropped before the link model sees it
+            request_recv_buffer(raw)
             # connected: the kernel routes only the upstream's replies to this socket (as
             # a NAT would) and reports ICMP errors for it; connect() on UDP never blocks
             raw.connect(self._upstream)
@@ -528,6 +532,7 @@ async def start_relay(
     raw = socket.socket(listen_family, socket.SOCK_DGRAM)
     try:
         raw.setblocking(False)
+        request_recv_buffer(raw)
         raw.bind(listen_addr)
         _, listen_sock = await loop.create_datagram_endpoint(
             lambda: _ListenSocket(relay), sock=raw)
