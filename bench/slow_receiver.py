@@ -90,8 +90,9 @@ async def _send(port: int, seconds: float, cafile: str) -> dict[str, float]:
 def run_one(cert: str, key: str, recv_buffer: int, work_ms: float,
             seconds: float) -> dict[str, float]:
     """One transfer; the receiver's buffer is ``recv_buffer`` (0: the system's)."""
-    out: Any = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(
+    ctx = mp.get_context("spawn")
+    out: Any = ctx.Queue()
+    proc = ctx.Process(
         target=_receiver, args=(cert, key, recv_buffer, work_ms / 1000.0, seconds, out))
     proc.start()
     try:

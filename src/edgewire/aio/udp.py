@@ -218,13 +218,19 @@ class UdpEndpoint:
         self._loop.call_soon(self._on_closed)
 
 
+def _recv_buffer_size(size: int | None) -> int:
+    """``size``, or ``K_RECV_BUFFER`` for None; a negative size is a clear error."""
+    size = K_RECV_BUFFER if size is None else size
+    if size < 0:
+        raise LocalProtocolError(f"recv_buffer must be at least 0, got {size}")
+    return size
+
+
 def request_recv_buffer(sock: socket.socket, size: int | None = None) -> None:
     """Ask the kernel for a receive buffer of ``size`` bytes on ``sock`` (default
     ``K_RECV_BUFFER``; 0 asks nothing). A kernel that refuses keeps its own buffer, as
     without the request; Linux grants at most twice ``net.core.rmem_max``."""
-    size = K_RECV_BUFFER if size is None else size
-    if size < 0:
-        raise LocalProtocolError(f"recv_buffer must be at least 0, got {size}")
+    size = _recv_buffer_size(size)
     if size:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
@@ -237,8 +243,7 @@ async def bind_udp(host: str | None, port: int, *, family: int = socket.AF_UNSPE
     """A UDP socket bound to the first of ``host:port``'s addresses that binds, with a
     receive buffer of ``recv_buffer`` bytes asked of the kernel (default
     ``K_RECV_BUFFER``; 0 keeps the system's; a kernel that refuses keeps its own)."""
-    if recv_buffer is not None and recv_buffer < 0:
-        raise LocalProtocolError(f"recv_buffer must be at least 0, got {recv_buffer}")
+    size = _recv_buffer_size(recv_buffer)  # checked before any socket is made
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM,
                                    proto=socket.IPPROTO_UDP, flags=socket.AI_PASSIVE)
@@ -249,7 +254,7 @@ async def bind_udp(host: str | None, port: int, *, family: int = socket.AF_UNSPE
         sock = socket.socket(fam, kind, proto)
         try:
             sock.setblocking(False)
-            request_recv_buffer(sock, recv_buffer)
+            request_recv_buffer(sock, size)
             sock.bind(addr)
         except OSError as exc:
             sock.close()

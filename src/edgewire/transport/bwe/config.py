@@ -453,12 +453,13 @@ class BweConfig:
     """The target never goes below this."""
     max_bps: float = 100_000_000.0
     """The target never goes above this. It holds a fast LAN path under what Reno
-    carries (over loopback 96 against 120-140 Mbit/s), but it is also what keeps a
-    receiver that cannot keep up from losing a tenth of the packets: a receiving process
-    that falls behind drops in its socket buffer without any queueing delay, startup then
-    never ends, and loss without delay is learned as the path's own. At 10 Gbit/s a video
-    channel to a second process on loopback ran at an estimate of 400-500 Mbit/s with
-    about 10 % of its packets lost; at 100 Mbit/s it lost none (docs/BWE.md)."""
+    carries (``edgewire bench throughput``: 91-95 against raw aioquic Reno's 117-122
+    Mbit/s over loopback), but it is also what keeps a receiver that cannot keep up
+    from losing a tenth of the packets: a receiving process that falls behind drops in
+    its socket buffer without any queueing delay, startup then never ends, and loss
+    without delay is learned as the path's own. At 10 Gbit/s a video channel to a second
+    process on loopback ran at an estimate of 400-500 Mbit/s with about 10 % of its
+    packets lost; at 100 Mbit/s it lost none (docs/BWE.md)."""
     initial_rtt: float = 0.1
     """Round-trip time assumed until ``on_rtt`` reports one."""
     feedback_timeout: float = 0.5
