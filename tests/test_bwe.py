@@ -978,3 +978,19 @@ def test_gcc_measures_queueing_delay_above_the_base_delay() -> None:
     assert gcc.state()["queue_delay"] is not None
     assert 0.0 <= gcc.state()["queue_delay"] <= 0.05
     assert max(s["queue_delay"] or 0.0 for _, _, s in bench.trace) > 0.0
+
+
+@pytest.mark.parametrize("name", ["gcc", "loss"])
+def test_receiver_drops_cap_every_estimator(name: str) -> None:
+    est = create_estimator(name, BweConfig(start_bps=1_000_000))
+    bench = Bench(est, Path(3_000_000))
+    bench.run(4.0)
+    before = est.target_bps
+    read = est.state()["acked_bps"]
+    assert read is not None
+    est.on_receiver_drops(7, now=bench.now)
+    assert est.target_bps <= 0.85 * min(before, read) * 1.2  # the recent rate, not the mean
+    assert est.target_bps < before
+    delay_based = est.state()["delay_based_bps"]
+    assert delay_based is None or delay_based <= est.target_bps * 1.000001
+    assert est.state()["receiver_backoffs"] == 1

@@ -640,3 +640,35 @@ def test_sent_log_matches_a_plain_sum(sends: list[tuple[float, int]], t: float) 
         kept = [k for k in [*kept, (now, size)] if k[0] >= now - window][-cap:]
     assert len(log) == len(kept)
     assert log.bytes_after(t) == sum(size for when, size in kept if when > t)
+
+
+def test_a_receiver_that_drops_caps_the_rate_at_what_it_read_once_per_round_trip() -> None:
+    est = DeliveryEstimator(BweConfig(start_bps=300_000,
+                                      delivery=DeliveryConfig(predict=False)))
+    est.on_rtt(0.05, now=0.0)
+    # 1 Mbit/s read by the receiver, no queue: startup doubles towards 2 Mbit/s
+    _report(est, 0, 0.0, 20, 0.0096, 0.025, now=0.25)
+    assert est.state()["startup"] is True
+    assert est.target_bps == pytest.approx(2_000_000, rel=0.05)
+    # its socket overflowed: no queue to show for it, but startup is over and the rate
+    # comes down to 0.85 x what the receiver read
+    est.on_receiver_drops(5, now=0.25)
+    state = est.state()
+    assert state["startup"] is False
+    assert est.target_bps == pytest.approx(0.85 * 1_000_000, rel=0.05)
+    assert state["delay_based_bps"] == pytest.approx(est.target_bps)
+    assert (state["receiver_drops"], state["receiver_backoffs"]) == (5, 1)
+    # reports of the same round trip describe what was sent before the cut: counted only
+    before = est.target_bps
+    est.on_receiver_drops(3, now=0.29)
+    assert est.target_bps == before
+    assert (est.state()["receiver_drops"], est.state()["receiver_backoffs"]) == (8, 1)
+    # a round trip later it cuts again, from the lower of the target and the read rate
+    est.on_receiver_drops(1, now=0.31)
+    assert est.target_bps == pytest.approx(0.85 * before, rel=1e-6)
+    assert est.state()["receiver_backoffs"] == 2
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(LocalProtocolError, match="dropped"):
+            est.on_receiver_drops(bad, now=0.4)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError):
+        BweConfig(receiver_drop_backoff=0.0)

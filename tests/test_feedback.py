@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from edgewire.errors import RemoteProtocolError
 from edgewire.transport.feedback import (
     FEEDBACK_HEADER_SIZE,
+    K_MAX_REPORTED_DROPS,
     K_RECEIVED_WINDOW,
     MAX_FEEDBACK_PACKETS,
     ArrivalRecorder,
@@ -28,9 +29,11 @@ arrival_lists = st.lists(
 ).filter(lambda xs: any(x is not None for x in xs))
 
 
-@given(seq=st.integers(0, 0xFFFF), base=st.integers(0, 2**40), arrivals=arrival_lists)
-def test_round_trip(seq: int, base: int, arrivals: list[float | None]) -> None:
-    fb = decode_feedback(encode_feedback(seq, base, arrivals))
+@given(seq=st.integers(0, 0xFFFF), base=st.integers(0, 2**40), arrivals=arrival_lists,
+       drops=st.one_of(st.just(0), st.integers(0, 1000)))
+def test_round_trip(seq: int, base: int, arrivals: list[float | None], drops: int) -> None:
+    fb = decode_feedback(encode_feedback(seq, base, arrivals, receiver_drops=drops))
+    assert fb.receiver_drops == min(drops, K_MAX_REPORTED_DROPS)
     assert fb.sequence == seq
     assert fb.base == base
     assert [pn for pn, _ in fb.arrivals] == list(range(base, base + len(arrivals)))
@@ -69,6 +72,15 @@ def test_malformed_cases() -> None:
         decode_feedback(bytes(bad))
     with pytest.raises(ValueError, match="at least one"):
         encode_feedback(0, 0, [None, None])
+    with pytest.raises(ValueError, match="receiver_drops"):
+        encode_feedback(0, 0, [0.1], receiver_drops=-1)
+    # the drop count and its flag go together: either alone is malformed
+    for flags in (0x80, 0x05):
+        bad = bytearray(good)
+        bad[1] = flags
+        with pytest.raises(RemoteProtocolError, match="flags"):
+            decode_feedback(bytes(bad))
+    assert decode_feedback(good).receiver_drops == 0
 
 
 def test_padding_is_its_own_type() -> None:
@@ -113,6 +125,29 @@ def test_recorder_reports_arrivals_gaps_and_late_packets() -> None:
     arrive(3, 0.09)  # late: found among the remembered gaps
     assert _drain(rec, 0.2) == [(3, 0.09)]
     assert rec.get_timer() is None
+
+
+def test_recorder_reports_socket_drops_once_and_soon() -> None:
+    rec = ArrivalRecorder()
+    arrive = _arriver(rec)
+    rec.note_drops(3, 0.0)  # nothing pending: the next arrival schedules the report
+    assert rec.get_timer() is None
+    arrive(0, 0.02)
+    assert rec.get_timer() == pytest.approx(0.03)  # as soon as after a gap, not 100 ms
+    rec.note_drops(2, 0.025)
+    rec.note_drops(0, 0.025)  # no news
+    assert rec.drops_noted == 5
+    reports = [decode_feedback(d) for d in rec.take(0.03, 1200)]
+    assert [fb.receiver_drops for fb in reports] == [5]
+    arrive(1, 0.04)
+    assert [decode_feedback(d).receiver_drops for d in rec.take(0.2, 1200)] == [0]
+    # more than one report can say: saturated, and then cleared
+    rec.note_drops(10_000, 0.21)
+    arrive(2, 0.21)
+    assert [decode_feedback(d).receiver_drops
+            for d in rec.take(0.22, 1200)] == [K_MAX_REPORTED_DROPS]
+    arrive(3, 0.23)
+    assert [decode_feedback(d).receiver_drops for d in rec.take(0.4, 1200)] == [0]
 
 
 def test_recorder_splits_big_reports_to_fit() -> None:
@@ -234,6 +269,11 @@ def test_history_matches_and_counts_bad_reports() -> None:
     assert hist.counters.malformed == 1
     hist.on_feedback(encode_feedback(0xFFFF, 5, [0.2]))  # older sequence number
     assert hist.counters.reordered == 1
+    # the receiver's own drops: counted, and the latest report's kept for the estimator
+    hist.on_feedback(encode_feedback(3, 6, [0.3], receiver_drops=4))
+    assert (hist.last_receiver_drops, hist.counters.receiver_drops) == (4, 4)
+    hist.on_feedback(encode_feedback(4, 7, [0.3]))
+    assert (hist.last_receiver_drops, hist.counters.receiver_drops) == (0, 4)
 
 
 def test_history_is_bounded() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -386,4 +387,75 @@ async def test_connect_and_serve_sockets_get_the_buffer(
         assert granted >= _rcvbuf(plain)
     finally:
         plain.close()
+        server.close()
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the socket drop counter is read with Linux's "
+                                       "SO_MEMINFO")
+
+
+@linux_only
+@pytest.mark.asyncio
+async def test_datagrams_the_kernel_dropped_are_counted() -> None:
+    """What a full receive buffer dropped is counted, once, before the next batch: every
+    datagram sent over loopback was either read or dropped."""
+    mine = await bind_udp("127.0.0.1", 0, recv_buffer=4096)  # the kernel's least
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    log = _Log()
+    ep = UdpEndpoint(mine, log.datagram, log.batch_end)
+    try:
+        assert ep.socket_drops == 0
+        for _ in range(300):  # more than the buffer holds, before the loop reads any
+            peer.sendto(bytes(1200), mine.getsockname())
+        await _until(lambda: ep.counters.datagrams + (ep.socket_drops or 0) == 300)
+        assert ep.socket_drops is not None
+        assert 0 < ep.socket_drops < 300
+        assert ep.counters.kernel_drops == ep.socket_drops
+        # a later wake-up with nothing dropped adds nothing
+        peer.sendto(b"x", mine.getsockname())
+        await _until(lambda: ep.counters.datagrams + ep.socket_drops == 301)
+        assert ep.counters.kernel_drops == ep.socket_drops == 300 - ep.counters.datagrams + 1
+    finally:
+        ep.abort()
+        peer.close()
+
+
+@linux_only
+@pytest.mark.asyncio
+async def test_a_receiver_that_overflows_tells_the_sender(cert_pair: tuple[str, str]) -> None:
+    """Over real sockets: datagrams the server's socket dropped while its loop was busy
+    reach the client's estimator as the receiver's drops (and cut its rate), not as the
+    path's loss alone."""
+    cert, key = cert_pair
+    served: list[edgewire.Connection] = []
+
+    async def handler(conn: edgewire.Connection) -> None:
+        served.append(conn)
+        async for _ in await conn.accept():
+            pass
+
+    sock = await bind_udp("127.0.0.1", 0, recv_buffer=4096)
+    server = await edgewire.serve("127.0.0.1", 0, handler, certfile=cert, keyfile=key,
+                                  sock=sock)
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        async with edgewire.connect(f"localhost:{server.address[1]}", cafile=cert) as conn:
+            ch = await conn.channel("tokens")
+            await ch.send([1, 2, 3])
+            before = conn.session.bwe_state()
+            assert before["receiver_drops"] == 0
+            for _ in range(300):  # the server's loop is this one: it reads none meanwhile
+                flood.sendto(bytes(1200), server.address)
+            for i in range(20):
+                await ch.send([i])
+                await asyncio.sleep(0.01)
+            await _until(lambda: conn.session.bwe_state()["receiver_drops"] > 0)
+            state = conn.session.bwe_state()
+            assert state["receiver_backoffs"] >= 1
+            dropped = server.udp.counters.kernel_drops
+            assert 0 < state["receiver_drops"] <= dropped
+            assert [c.bwe_state()["socket_drops"] for c in served] == [dropped]
+    finally:
+        flood.close()
         server.close()

@@ -51,10 +51,12 @@ class _ClientEndpoint:
 
     def __init__(self) -> None:
         self.conn: Connection | None = None
+        self.udp: UdpEndpoint | None = None
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         if self.conn is not None:
-            self.conn._receive(data, addr)
+            self.conn._receive(data, addr,
+                               None if self.udp is None else self.udp.socket_drops)
 
     def batch_end(self) -> None:
         if self.conn is not None:
@@ -141,6 +143,7 @@ async def connect(
     conn = Connection(session, transport.sendto)
     conn._attach_log(owned or endpoint_log, owned)
     protocol.conn = conn
+    protocol.udp = transport
     try:
         session.connect(addr, now=loop.time())
         conn._transmit()

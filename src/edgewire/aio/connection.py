@@ -347,10 +347,13 @@ class Connection:
 
     # ---------------------------------------------------------------- driver
 
-    def _receive(self, data: bytes, addr: NetworkAddress) -> None:
+    def _receive(self, data: bytes, addr: NetworkAddress,
+                 socket_drops: int | None = None) -> None:
         """Feed one UDP datagram without transmitting: a batch of them is answered by one
-        ``_transmit`` at its end (``edgewire.aio.udp``)."""
-        self.session.receive_datagram(data, addr, now=self.loop.time())
+        ``_transmit`` at its end (``edgewire.aio.udp``). ``socket_drops``: the receiving
+        endpoint's ``socket_drops``."""
+        self.session.receive_datagram(data, addr, now=self.loop.time(),
+                                      socket_drops=socket_drops)
         self._process_events()
 
     def _schedule_transmit(self) -> None:

@@ -65,17 +65,25 @@ class _Hub:
         self.target = target
         self.on_service = on_service
         self.sessions: dict[int, tuple[Session, Callable[[bytes, NetworkAddress], None]]] = {}
+        self._udp: dict[int, UdpEndpoint] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._scheduled = False
 
-    def add(self, session: Session, send: Callable[[bytes, NetworkAddress], None]) -> None:
+    def add(self, session: Session, send: Callable[[bytes, NetworkAddress], None],
+            udp: UdpEndpoint | None = None) -> None:
+        """Drive ``session``, which sends with ``send`` and receives on ``udp`` (whose
+        ``socket_drops`` it reports to its peer)."""
         self.sessions[id(session)] = (session, send)
+        if udp is not None:
+            self._udp[id(session)] = udp
 
     def datagram(self, session: Session, data: bytes, addr: NetworkAddress) -> None:
         """Feed one datagram; the endpoint calls ``service`` once its batch is read
         (``edgewire.aio.udp``)."""
-        session.receive_datagram(data, addr, now=self.loop.time())
+        udp = self._udp.get(id(session))
+        session.receive_datagram(data, addr, now=self.loop.time(),
+                                 socket_drops=None if udp is None else udp.socket_drops)
 
     def soon(self) -> None:
         if not self._scheduled:
@@ -340,7 +348,7 @@ async def connect_multi(
                                        functools.partial(hub.datagram, session),
                                        hub.service, family=family)
             transports.append(transport)
-            hub.add(session, _sender(transport))
+            hub.add(session, _sender(transport), transport)
             session.connect(addrs[name], now=loop.time())
         hub.service()
         deadline = loop.time() + handshake_timeout
@@ -386,7 +394,7 @@ class _ServerProtocol:
                               original_destination_connection_id=header.destination_cid)
             self.by_cid[header.destination_cid] = session
             assert self.transport is not None
-            self.service.hub.add(session, _sender(self.transport))
+            self.service.hub.add(session, _sender(self.transport), self.transport)
             self.service.receiver.attach(session, now=self.service.hub.loop.time())
         self.service.hub.datagram(session, data, addr)
         if session.connection_ids_changed:

@@ -79,7 +79,8 @@ class Server:
                 self.dropped_datagrams += 1
                 return
             conn = self._start(header.destination_cid)
-        conn._receive(data, addr)
+        assert self._transport is not None
+        conn._receive(data, addr, self._transport.socket_drops)
         self._track(conn)
         if conn not in self._touched:
             self._touched.append(conn)

@@ -21,12 +21,21 @@ With Linux's default buffer (about 200 KiB) a video channel sent at full speed t
 reader spending 5 ms on each frame lost about 10 % of its packets; with this one, none
 (``bench/slow_receiver.py``). The kernel caps the request at twice
 ``net.core.rmem_max`` (by default about 416 KiB then: fewer drops, not none).
+
+What the buffer still drops, the endpoint counts: on Linux the socket's own drop counter
+(``SO_MEMINFO``) is read once per wake-up, before the batch, and ``socket_drops`` holds
+its total. The drivers hand it to the session with every datagram, and the session tells
+its peer (``transport.feedback``): the sender then knows that the receiver, not the
+path, lost those packets, and slows to the rate the receiver reads at. Where the counter
+cannot be read (another system), ``socket_drops`` is None and nothing changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +60,12 @@ K_MAX_DATAGRAM = 65535
 #: Socket receive buffer asked of the kernel for every endpoint (bytes; 0 keeps the
 #: system's default). See the module docstring.
 K_RECV_BUFFER = 1 << 20
+#: Linux's SO_MEMINFO socket option: an array of 32-bit counters, the ninth of which
+#: (SK_MEMINFO_DROPS) counts datagrams the socket dropped (a full receive buffer, mostly).
+#: Python's socket module does not name it.
+K_SO_MEMINFO = 55
+K_MEMINFO_DROPS = 8
+_MEMINFO = struct.Struct(f"{K_MEMINFO_DROPS + 1}I")
 
 
 @dataclass
@@ -67,6 +82,9 @@ class UdpCounters:
     """Wake-ups that read at least one datagram."""
     datagrams: int = 0
     """Datagrams read."""
+    kernel_drops: int = 0
+    """Datagrams the kernel dropped for this socket since the endpoint took it over (its
+    receive buffer was full); 0 where the system does not say (``socket_drops``)."""
 
 
 class UdpEndpoint:
@@ -105,6 +123,11 @@ class UdpEndpoint:
         self._closing = False
         self._closed = False
         self.counters = UdpCounters()
+        self._drops_base = self._read_drops()
+        self.socket_drops: int | None = None if self._drops_base is None else 0
+        """Datagrams the kernel dropped for this socket since the endpoint took it over,
+        as of the latest wake-up (wraps at 2**32, as the kernel's counter does); None
+        where the system does not say."""
         sock.setblocking(False)
         try:
             self._loop.add_reader(self._fd, self._read_ready)
@@ -138,7 +161,30 @@ class UdpEndpoint:
         """Datagrams waiting for room in the socket's send buffer."""
         return len(self._backlog)
 
+    def _read_drops(self) -> int | None:
+        """The kernel's drop counter of the socket, or None where it cannot be read."""
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            raw = self._sock.getsockopt(socket.SOL_SOCKET, K_SO_MEMINFO, _MEMINFO.size)
+        except OSError:
+            return None
+        if len(raw) < _MEMINFO.size:
+            return None
+        return int(_MEMINFO.unpack_from(raw)[K_MEMINFO_DROPS])
+
+    def _note_drops(self) -> None:
+        total = self._read_drops()
+        if total is None or self._drops_base is None:
+            return
+        drops = (total - self._drops_base) & 0xFFFFFFFF
+        if self.socket_drops is not None and drops != self.socket_drops:
+            self.counters.kernel_drops += (drops - self.socket_drops) & 0xFFFFFFFF
+            self.socket_drops = drops
+
     def _read_ready(self) -> None:
+        if self._drops_base is not None:
+            self._note_drops()  # before the batch: what overflowed while it waited
         read = 0
         try:
             while read < self._max_batch and not self._closing:

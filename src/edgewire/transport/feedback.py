@@ -29,7 +29,14 @@ FEEDBACK datagram (network byte order)::
 
 The first received packet's delta is counted from the reference time, each later one from
 the packet received before it in the bitmap's order (deltas may be negative when packets
-were reordered). PADDING datagrams (type 4) fill probe clusters; receivers drop them.
+were reordered).
+
+``flags``: 0, or ``0x80 | n`` (n in 1..127) when the receiver's own socket dropped n
+datagrams (127: at least that many) since its previous report: a receive buffer that
+overflowed while the receiving application was busy. Those packets are missing from the
+bitmap as a loss on the path would be; the flag tells the sender the receiver lost them.
+
+PADDING datagrams (type 4) fill probe clusters; receivers drop them.
 """
 
 from __future__ import annotations
@@ -82,6 +89,9 @@ K_MAX_PENDING = 8192
 #: anything older as a duplicate and that window answers "received" for it, so a gap that
 #: falls out of it is lost for good. Gaps remembered: at most K_RECEIVED_WINDOW - 1.
 K_RECEIVED_WINDOW = 128
+#: Receiver drops one report can carry (the flags byte's low seven bits).
+K_MAX_REPORTED_DROPS = 0x7F
+_DROPS_FLAG = 0x80
 #: Packets the sender remembers (and seconds): feedback about older ones is ignored.
 K_HISTORY_PACKETS = 32768
 K_HISTORY_AGE = 5.0  # seconds
@@ -105,11 +115,20 @@ class Feedback:
     arrivals: tuple[tuple[int, float | None], ...]
     """(packet number, arrival time in seconds on the receiver's clock, or None when it
     had not arrived) for every packet from ``base`` on, in packet-number order."""
+    receiver_drops: int = 0
+    """Datagrams the receiver's socket dropped since its previous report (at most
+    ``K_MAX_REPORTED_DROPS``: that many or more)."""
 
 
-def encode_feedback(sequence: int, base: int, arrivals: list[float | None]) -> bytes:
+def encode_feedback(sequence: int, base: int, arrivals: list[float | None], *,
+                    receiver_drops: int = 0) -> bytes:
     """A FEEDBACK datagram for packets ``base``, ``base + 1``, … with these arrival times
-    (seconds, None for a packet not received). At least one must have arrived."""
+    (seconds, None for a packet not received). At least one must have arrived.
+    ``receiver_drops``: datagrams the receiver's socket dropped since the previous report
+    (more than ``K_MAX_REPORTED_DROPS`` is sent as that many)."""
+    if receiver_drops < 0:
+        raise ValueError(f"receiver_drops must be at least 0, not {receiver_drops}")
+    flags = _DROPS_FLAG | min(receiver_drops, K_MAX_REPORTED_DROPS) if receiver_drops else 0
     count = len(arrivals)
     if not 0 < count <= MAX_FEEDBACK_PACKETS:
         raise ValueError(f"feedback covers 1..{MAX_FEEDBACK_PACKETS} packets, not {count}")
@@ -122,7 +141,7 @@ def encode_feedback(sequence: int, base: int, arrivals: list[float | None]) -> b
     for i, t in enumerate(arrivals):
         if t is not None:
             bitmap[i >> 3] |= 0x80 >> (i & 7)
-    out = bytearray(_HEADER.pack((WIRE_VERSION << 4) | TYPE_FEEDBACK, 0, sequence & 0xFFFF,
+    out = bytearray(_HEADER.pack((WIRE_VERSION << 4) | TYPE_FEEDBACK, flags, sequence & 0xFFFF,
                                  base, count, times[0]))
     out += bitmap
     prev = times[0]
@@ -137,9 +156,13 @@ def decode_feedback(data: bytes | memoryview) -> Feedback:
     """Decode a FEEDBACK datagram; :class:`RemoteProtocolError` for anything malformed."""
     if len(data) < FEEDBACK_HEADER_SIZE:
         raise RemoteProtocolError(f"feedback of {len(data)} bytes is too short")
-    vt, _flags, seq, base, count, ref = _HEADER.unpack_from(data)
+    vt, flags, seq, base, count, ref = _HEADER.unpack_from(data)
     if vt != (WIRE_VERSION << 4) | TYPE_FEEDBACK:
         raise RemoteProtocolError("not a feedback datagram")
+    drops = flags & K_MAX_REPORTED_DROPS
+    if bool(flags & _DROPS_FLAG) != bool(drops):
+        raise RemoteProtocolError(f"feedback flags 0x{flags:02x}: a drop count needs the "
+                                  f"0x80 flag and the flag a count of 1..127")
     if not 0 < count <= MAX_FEEDBACK_PACKETS:
         raise RemoteProtocolError(f"feedback packet count {count} out of 1..4096")
     if base > MAX_PACKET_NUMBER - count:
@@ -179,7 +202,7 @@ def decode_feedback(data: bytes | memoryview) -> Feedback:
         raise RemoteProtocolError("feedback reports no arrival")
     if pos != end:
         raise RemoteProtocolError(f"{end - pos} stray bytes after the feedback")
-    return Feedback(sequence=seq, base=base, arrivals=tuple(arrivals))
+    return Feedback(sequence=seq, base=base, arrivals=tuple(arrivals), receiver_drops=drops)
 
 
 def padding_datagram(size: int) -> bytes:
@@ -210,8 +233,11 @@ class ArrivalRecorder:
         self._due_alone: float | None = None
         self._max_wait = K_FEEDBACK_MAX_WAIT
         self._sequence = 0
+        self._drops = 0  # socket drops not yet reported
         self.sent = 0
         """Feedback datagrams sent."""
+        self.drops_noted = 0
+        """Datagrams the receiving socket dropped, as the driver reported them."""
         self.dropped = 0
         """Arrivals dropped before they could be reported (K_MAX_PENDING)."""
 
@@ -242,6 +268,16 @@ class ArrivalRecorder:
             del missing[pn]
             self._add(pn, now)
 
+    def note_drops(self, count: int, now: float) -> None:
+        """The receiving socket dropped ``count`` more datagrams (its buffer was full):
+        the next report says so, and goes out as soon as after a gap."""
+        if count <= 0:
+            return
+        self.drops_noted += count
+        self._drops = min(self._drops + count, K_MAX_REPORTED_DROPS)
+        if self._pending:  # else the next arrival schedules it (``_add``)
+            self._gap(now)
+
     def _add(self, pn: int, now: float) -> None:
         if len(self._pending) >= K_MAX_PENDING:
             self._pending.pop(0)
@@ -249,6 +285,8 @@ class ArrivalRecorder:
         self._pending.append((pn, now))
         if self._due_alone is None:
             self._due_alone = max(now, self._last_sent + self._max_wait)
+            if self._drops:
+                self._gap(now)
 
     @property
     def max_wait(self) -> float:
@@ -320,7 +358,8 @@ class ArrivalRecorder:
                 i += 1
             self._next_base = max(self._next_base, last_pn + 1)
             self.sent += 1
-            yield encode_feedback(self._sequence, base, arrivals)
+            drops, self._drops = self._drops, 0
+            yield encode_feedback(self._sequence, base, arrivals, receiver_drops=drops)
             self._sequence = (self._sequence + 1) & 0xFFFF
 
 
@@ -344,6 +383,9 @@ class FeedbackCounters:
     """Reports of packets no longer in the history (too old): ignored."""
     duplicate_packets: int = 0
     """Arrivals reported again for a packet already reported received: ignored."""
+    receiver_drops: int = 0
+    """Datagrams the peer's socket dropped, as its reports said (each report says at
+    most ``K_MAX_REPORTED_DROPS``)."""
 
 
 class _Sent:
@@ -367,6 +409,8 @@ class SentHistory:
         self._largest = -1
         self._last_feedback_seq: int | None = None
         self.counters = FeedbackCounters()
+        self.last_receiver_drops = 0
+        """The receiver drops the latest accepted report carried (0 for none)."""
 
     def on_sent(self, packet_number: int, size: int, now: float, cluster: int | None) -> None:
         """Remember a packet that left (in packet-number order)."""
@@ -385,9 +429,12 @@ class SentHistory:
             fb = decode_feedback(data)
         except RemoteProtocolError:
             self.counters.malformed += 1
+            self.last_receiver_drops = 0
             return []
         c = self.counters
         c.feedback += 1
+        self.last_receiver_drops = fb.receiver_drops
+        c.receiver_drops += fb.receiver_drops
         last = self._last_feedback_seq
         if last is not None and 0 < (last - fb.sequence) & 0xFFFF < 0x8000:
             c.reordered += 1

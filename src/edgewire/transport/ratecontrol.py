@@ -111,6 +111,7 @@ class RateController:
                  config: BweConfig | None = None) -> None:
         self.quic = quic
         self.recorder = ArrivalRecorder()
+        self._socket_drops: int | None = None
         self.history = SentHistory()
         self.estimator: BandwidthEstimator = create_estimator(estimator, config)
         cc = quicstats.congestion_controller(quic)
@@ -152,6 +153,15 @@ class RateController:
         if largest >= 0:
             self.recorder.on_packet(largest, now, window)
 
+    def on_socket_drops(self, total: int, now: float) -> None:
+        """The receiving socket's drop count so far (a running total, wrapping at
+        2**32): what it dropped since the last call goes into the next feedback. The
+        first call only sets the mark (a socket shared with earlier sessions counted
+        their drops too)."""
+        seen, self._socket_drops = self._socket_drops, total
+        if seen is not None:
+            self.recorder.note_drops((total - seen) & 0xFFFFFFFF, now)
+
     def feedback(self, now: float, *, with_data: bool) -> list[bytes]:
         """FEEDBACK datagrams due now (``with_data``: a data packet is about to go), each
         at most the largest DATAGRAM payload of the connection (looked up only when a
@@ -192,12 +202,15 @@ class RateController:
         results = self.history.on_feedback(data)
         if not results:
             return
+        drops = self.history.last_receiver_drops
         for observer in self._observers:
             observer(results, now)
         rtt = quicstats.smoothed_rtt_or_none(self.quic)
         if rtt is not None:
             self.estimator.on_rtt(rtt, now=now, min_rtt=quicstats.min_rtt_or_none(self.quic))
         self.estimator.on_feedback(results, now=now)
+        if drops:
+            self.estimator.on_receiver_drops(drops, now=now)
         self._follow(now)
 
     def add_feedback_observer(self,
@@ -393,6 +406,7 @@ class RateController:
             "feedback_stale_packets": c.stale_packets,
             "feedback_duplicate_packets": c.duplicate_packets,
             "arrivals_dropped": self.recorder.dropped,
+            "socket_drops": self.recorder.drops_noted,
             "probes_started": self.probes,
             "padding_bytes": self.padding_bytes,
             "shares_bps": {str(k): round(v) for k, v in self._shares.items()},

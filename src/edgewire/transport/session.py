@@ -166,8 +166,14 @@ class Session(Receiver):
         self.quic.connect(addr, now=now)
         self._hello_deadline = now + self.config.hello_timeout
 
-    def receive_datagram(self, data: bytes, addr: NetworkAddress, *, now: float) -> None:
-        """Process one UDP datagram from the network."""
+    def receive_datagram(self, data: bytes, addr: NetworkAddress, *, now: float,
+                         socket_drops: int | None = None) -> None:
+        """Process one UDP datagram from the network. ``socket_drops``: when the driver
+        knows it, how many datagrams the receiving socket has dropped so far (a running
+        total, as ``edgewire.aio.udp.UdpEndpoint.socket_drops`` counts them); what it
+        dropped since this session last heard is reported to the peer's estimator."""
+        if socket_drops is not None:
+            self._rate.on_socket_drops(socket_drops, now)
         if self._hello_deadline is None and not self.is_client:
             self._hello_deadline = now + self.config.hello_timeout
         if self._ack_every_second:

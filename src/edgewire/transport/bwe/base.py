@@ -98,6 +98,12 @@ class BandwidthEstimator(abc.ABC):
     def state(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the estimate and the counters."""
 
+    def on_receiver_drops(self, dropped: int, *, now: float) -> None:  # noqa: B027
+        """The peer's latest report said its own socket dropped ``dropped`` datagrams
+        since its previous report (its receive buffer overflowed): the receiver, not the
+        path, is the limit. Called after that report's :meth:`on_feedback`. The default
+        ignores it."""
+
     @property
     def feedback_interval(self) -> float | None:
         """Seconds between the peer's feedback reports this estimator asks for (the

@@ -77,7 +77,10 @@ class FeedbackEstimator(BandwidthEstimator):
             "duplicate_results": 0,
             "stale_results": 0,
             "feedback_timeouts": 0,
+            "receiver_drops": 0,
+            "receiver_backoffs": 0,
         }
+        self._receiver_backoff_at = -math.inf
 
     # ------------------------------------------------------------------ the interface
 
@@ -169,6 +172,25 @@ class FeedbackEstimator(BandwidthEstimator):
         c["packets_received"] += received + recovered
         self._loss.on_report(now=now, received=received, lost=lost, recovered=recovered)
         self._update(now)
+
+    def on_receiver_drops(self, dropped: int, *, now: float) -> None:
+        """The receiver's socket dropped ``dropped`` datagrams: the target falls to
+        ``receiver_drop_backoff`` x the rate the receiver read at (the acknowledged rate
+        over ``acked_recent_span``; the target when not known), at most once per round
+        trip, since the reports of the next round trip still describe what was sent
+        before the cut."""
+        if (not isinstance(dropped, int) or isinstance(dropped, bool)) or dropped < 1:
+            raise LocalProtocolError(f"dropped must be a positive int, got {dropped!r}")
+        self._begin(now)
+        c = self._counters
+        c["receiver_drops"] += dropped
+        if now < self._receiver_backoff_at + self._rtt:
+            return
+        self._receiver_backoff_at = now
+        c["receiver_backoffs"] += 1
+        read = self._acked.recent_bps(self._config.acked_recent_span)
+        limit = self._target if read is None else min(self._target, read)
+        self._limit_to(self._clamp(self._config.receiver_drop_backoff * limit), now)
 
     def on_timer(self, *, now: float) -> None:
         """Feedback timeout (and the subclass's own deadlines)."""
@@ -270,6 +292,14 @@ class FeedbackEstimator(BandwidthEstimator):
     def _on_timeout(self, now: float) -> None:
         """Feedback timeout: cut the estimate."""
         raise NotImplementedError
+
+    def _limit_to(self, bps: float, now: float) -> None:
+        """Bring the target down to at most ``bps`` (a receiver that falls behind); a
+        subclass with a delay-based part caps that too, or its next report would undo
+        this."""
+        if self._loss.estimate_bps > bps:
+            self._loss.scale(bps / self._loss.estimate_bps)
+        self._target = self._clamp(min(self._target, bps))
 
     def _on_timer(self, now: float) -> None:
         """The subclass's own deadlines."""

@@ -460,6 +460,11 @@ class BweConfig:
     without delay is learned as the path's own. At 10 Gbit/s a video channel to a second
     process on loopback ran at an estimate of 400-500 Mbit/s with about 10 % of its
     packets lost; at 100 Mbit/s it lost none (docs/BWE.md)."""
+    receiver_drop_backoff: float = 0.85
+    """When the peer reports that its own socket dropped datagrams (its receive buffer
+    overflowed: the receiving application fell behind), the target falls to this fraction
+    of the rate the receiver read at (the acknowledged rate of the last
+    ``acked_recent_span``), once per round trip."""
     initial_rtt: float = 0.1
     """Round-trip time assumed until ``on_rtt`` reports one."""
     feedback_timeout: float = 0.5
@@ -501,6 +506,8 @@ class BweConfig:
         _require(_finite(self.start_bps) and self.min_bps <= self.start_bps <= self.max_bps,
                  f"start_bps must be in min_bps..max_bps ({self.min_bps}..{self.max_bps}), "
                  f"got {self.start_bps!r}")
+        _require(_finite(self.receiver_drop_backoff) and 0 < self.receiver_drop_backoff <= 1,
+                 "receiver_drop_backoff must be in (0, 1]")
         _positive("initial_rtt", self.initial_rtt)
         _positive("feedback_timeout", self.feedback_timeout)
         _positive("feedback_timeout_rtts", self.feedback_timeout_rtts)

@@ -361,6 +361,17 @@ class DeliveryEstimator(FeedbackEstimator):
         self._loss.raise_to(self._rate)
         self._target = self._clamp(min(self._rate, self._loss.estimate_bps))
 
+    def _limit_to(self, bps: float, now: float) -> None:
+        """A receiver that falls behind: the law's rate comes down to ``bps``, and its
+        buffer is the queue startup was growing towards, so startup is over."""
+        if self._startup:
+            self._startup = False
+            self._startup_ended_at = now
+        if self._rate > bps:
+            self._rate = bps
+            self._decreases += 1
+        super()._limit_to(bps, now)
+
     def _on_timeout(self, now: float) -> None:
         factor = self._config.delivery.timeout_factor
         self._rate = self._clamp(self._rate * factor)

@@ -119,6 +119,14 @@ class GccEstimator(FeedbackEstimator):
                                  queue_delay=self.queue_delay,
                                  at_target=self._sending_at_target(now))
 
+    def _limit_to(self, bps: float, now: float) -> None:
+        """A receiver that falls behind: the AIMD estimate comes down to ``bps`` too."""
+        before = self._aimd.estimate_bps
+        if before > bps:
+            self._aimd.set_estimate(bps, now=now)
+            self._probes.on_decrease(before, self._aimd.estimate_bps, now)
+        super()._limit_to(bps, now)
+
     def _on_timeout(self, now: float) -> None:
         before = self._aimd.estimate_bps
         self._aimd.scale(K_TIMEOUT_FACTOR, now=now)
