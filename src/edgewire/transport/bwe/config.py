@@ -451,15 +451,13 @@ class BweConfig:
     """Target before any feedback."""
     min_bps: float = 30_000.0
     """The target never goes below this."""
-    max_bps: float = 100_000_000.0
-    """The target never goes above this. It holds a fast LAN path under what Reno
-    carries (``edgewire bench throughput``: 91-95 against raw aioquic Reno's 117-122
-    Mbit/s over loopback), but it is also what keeps a receiver that cannot keep up
-    from losing a tenth of the packets: a receiving process that falls behind drops in
-    its socket buffer without any queueing delay, startup then never ends, and loss
-    without delay is learned as the path's own. At 10 Gbit/s a video channel to a second
-    process on loopback ran at an estimate of 400-500 Mbit/s with about 10 % of its
-    packets lost; at 100 Mbit/s it lost none (docs/BWE.md)."""
+    max_bps: float = 10_000_000_000.0
+    """The target never goes above this: a bound for a peer's claims and a program's
+    mistakes, far above what a path is likely to carry. It was 100 Mbit/s, which held a
+    fast LAN path under what Reno carries, to keep a receiving process that falls behind
+    from losing a tenth of the packets in its socket buffer; such a receiver now tells
+    the sender (``receiver_drop_backoff``; docs/BWE.md, "A receiver that falls
+    behind")."""
     receiver_drop_backoff: float = 0.85
     """When the peer reports that its own socket dropped datagrams (its receive buffer
     overflowed: the receiving application fell behind), the target falls to this fraction
