@@ -680,7 +680,8 @@ def test_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_config_defaults_and_validation() -> None:
     cfg = BweConfig()
-    assert (cfg.start_bps, cfg.min_bps, cfg.max_bps) == (300_000, 30_000, 100_000_000)
+    assert (cfg.start_bps, cfg.min_bps, cfg.max_bps) == (300_000, 30_000, 10_000_000_000)
+    assert cfg.receiver_drop_backoff == 0.85
     assert create_estimator("gcc").target_bps == 300_000
     with pytest.raises(LocalProtocolError, match="min_bps"):
         BweConfig(min_bps=0)
