@@ -35,6 +35,7 @@ class FakeSession:
     closed: bool = False
     ready: bool = True
     bandwidth_estimate_bps: float = 2e6
+    peer_socket_drops: int = 0
     channels: list[Any] = field(default_factory=list)
     observers: list[Any] = field(default_factory=list)
 
@@ -98,6 +99,7 @@ def test_clean_link_is_excellent_with_exact_figures() -> None:
     VALIDATOR.validate(r)
     assert r["tier"] == "excellent"
     assert r["loss"]["rate"] == 0.0
+    assert r["loss"]["receiver_rate"] == 0.0
     assert r["jitter_ms"] == pytest.approx(0.0, abs=1e-6)
     assert r["queue_delay_ms"] == pytest.approx(0.0, abs=1e-6)
     # 100 packets/s x 1000 bytes = 800 kbit/s reached the peer
@@ -106,6 +108,21 @@ def test_clean_link_is_excellent_with_exact_figures() -> None:
     # periodic: one report a second
     times = [t for t, _ in link.reports]
     assert all(0.99 <= b - a <= 1.01 for a, b in itertools.pairwise(times))
+
+
+@pytest.mark.parametrize(("drops", "part"), [(0, 0.0), (1, 0.2), (3, 0.2)])
+def test_the_peers_own_drops_are_the_receiver_part_of_the_loss(drops: int,
+                                                                part: float) -> None:
+    """Every fifth packet lost (20 %), one feedback every five packets; the peer says its
+    socket dropped ``drops`` datagrams in each: that part of the loss, at most all of it,
+    is the receiver's (the loss rate itself is the same)."""
+    s, _m, link = make()
+    s.peer_socket_drops = drops
+    link.run(5.0, lost=lambda pn: pn % 5 == 4)
+    _t, r = link.reports[-1]
+    VALIDATOR.validate(r)
+    assert r["loss"]["rate"] == pytest.approx(0.2, abs=1e-9)
+    assert r["loss"]["receiver_rate"] == pytest.approx(part, abs=1e-9)
 
 
 def test_loss_rate_and_burst_length() -> None:

@@ -245,13 +245,17 @@ class HealthMonitor:
 
         def on_feedback(results: list[PacketResult], now: float) -> None:
             if self._attached is session:  # a replaced session's feedback is ignored
-                self.on_packet_results(results, now=now)
+                self.on_packet_results(results, now=now,
+                                       receiver_drops=session.peer_socket_drops)
 
         session.add_feedback_observer(on_feedback)
 
-    def on_packet_results(self, results: Sequence[PacketResult], *, now: float) -> None:
+    def on_packet_results(self, results: Sequence[PacketResult], *, now: float,
+                          receiver_drops: int = 0) -> None:
         """Per-packet results of one transport-wide feedback (sender side). Called by the
-        observer :meth:`observe` installs; public for drivers without a session."""
+        observer :meth:`observe` installs; public for drivers without a session.
+        ``receiver_drops``: how many datagrams the peer's own socket dropped, as the same
+        feedback said (``loss.receiver_rate``)."""
         received = lost = bursts = 0
         size = 0
         owd_sum = 0.0
@@ -281,7 +285,8 @@ class HealthMonitor:
                     self._prev_arrival = (r.send_time, r.arrival_time)
                     self._last_lost = False
             self._last_pn = max(self._last_pn, r.sequence)
-        self._fb.add((now, received, lost, bursts, size, owd_sum, owd_min))
+        self._fb.add((now, received, lost, bursts, size, owd_sum, owd_min,
+                      max(0, int(receiver_drops))))
         if received:
             self._owd_base.add((now, owd_min))
 
@@ -313,17 +318,26 @@ class HealthMonitor:
 
     def _loss(self, start: float) -> tuple[float | None, float | None, int, int]:
         """(loss rate, mean burst length, packets, received bytes) since ``start``."""
-        rec = lost = bursts = size = 0
+        rate, burst, total, size, _ = self._loss_parts(start)
+        return rate, burst, total, size
+
+    def _loss_parts(self, start: float
+                    ) -> tuple[float | None, float | None, int, int, float | None]:
+        """:meth:`_loss`, and the part of the loss rate the peer's socket dropped (its
+        drops, at most the packets lost, over the packets)."""
+        rec = lost = bursts = size = drops = 0
         for row in self._fb.since(start):
             rec += int(row[1])
             lost += int(row[2])
             bursts += int(row[3])
             size += int(row[4])
+            drops += int(row[7])
         lost = max(0, lost)
         total = rec + lost
         rate = lost / total if total else None
         burst = lost / bursts if bursts else (0.0 if total else None)
-        return rate, burst, total, size
+        receiver = min(drops, lost) / total if total else None
+        return rate, burst, total, size, receiver
 
     def figures(self, *, now: float) -> dict[str, Any]:
         """The windowed figures (seconds, ratios) the score and the report use."""
@@ -331,7 +345,7 @@ class HealthMonitor:
         for w in (self._fb, self._owd_base, self._rtt, self._rtt_base):
             w.trim(now)
         start = now - cfg.window_s
-        rate, burst, packets, size = self._loss(start)
+        rate, burst, packets, size, receiver = self._loss_parts(start)
         span = min(cfg.window_s, now - (self._first_seen if self._first_seen is not None
                                         else now))
         rtts = sorted(r[1] for r in self._rtt.rows)
@@ -352,7 +366,7 @@ class HealthMonitor:
             "rtt_p95": rtts[min(len(rtts) - 1, math.ceil(0.95 * len(rtts)) - 1)]
             if rtts else None,
             "jitter": self._jitter,
-            "loss": rate, "burst": burst, "packets": packets,
+            "loss": rate, "burst": burst, "packets": packets, "receiver_loss": receiver,
             "residual": residual, "on_time": on_time, "overhead": overhead,
             "goodput_bps": size * 8 / span if span > 0 and packets else None,
             "queue_delay": (max(0.0, owd_mean - owd_base)
@@ -543,7 +557,8 @@ class HealthMonitor:
                        "p95": ms(f["rtt_p95"])},
             "jitter_ms": ms(f["jitter"]),
             "loss": {"rate": _r(f["loss"], 5), "residual_rate": _r(f["residual"], 5),
-                     "burst_mean": _r(f["burst"], 3), "packets": f["packets"]},
+                     "burst_mean": _r(f["burst"], 3), "packets": f["packets"],
+                     "receiver_rate": _r(f["receiver_loss"], 5)},
             "bandwidth": {"estimate_kbps": None if est is None else _r(est / 1000, 1),
                           "goodput_kbps": (None if f["goodput_bps"] is None
                                            else _r(f["goodput_bps"] / 1000, 1))},

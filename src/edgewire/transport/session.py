@@ -771,6 +771,13 @@ class Session(Receiver):
         self._rate.add_feedback_observer(observer)
 
     @property
+    def peer_socket_drops(self) -> int:
+        """Datagrams the peer's own socket dropped (its receive buffer full), as the
+        latest FEEDBACK from it said: read by a feedback observer, that report's count
+        (the health monitor's ``loss.receiver_rate``)."""
+        return self._rate.history.last_receiver_drops
+
+    @property
     def bandwidth_estimate_bps(self) -> float:
         """The bandwidth estimate: the rate this side may send at, bits per second."""
         return self._rate.target_bps
