@@ -667,8 +667,21 @@ def test_a_receiver_that_drops_caps_the_rate_at_what_it_read_once_per_round_trip
     est.on_receiver_drops(1, now=0.31)
     assert est.target_bps == pytest.approx(0.85 * before, rel=1e-6)
     assert est.state()["receiver_backoffs"] == 2
+    cap = est.target_bps
+    assert est.state()["receiver_cap_bps"] == pytest.approx(cap)
+    # the empty buffer between a reader's stalls would let the law grow by its gain at
+    # once; the cap it was cut to grows by receiver_cap_growth (a doubling) a second
+    _report(est, 40, 0.6, 20, 0.0096, 0.025, now=0.81)
+    assert est.state()["delay_based_bps"] == pytest.approx(cap * 2 ** 0.5, rel=1e-6)
+    assert est.target_bps == pytest.approx(cap * 2 ** 0.5, rel=1e-6)
+    # and is let go once it is twice the target: the law's own rate again
+    _report(est, 60, 2.8, 20, 0.0096, 0.025, now=3.0)
+    assert est.state()["receiver_cap_bps"] is None
+    assert est.target_bps == pytest.approx(1.25 * 1_000_000, rel=0.05)
     for bad in (0, -1, True, 1.5):
         with pytest.raises(LocalProtocolError, match="dropped"):
             est.on_receiver_drops(bad, now=0.4)  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
         BweConfig(receiver_drop_backoff=0.0)
+    with pytest.raises(LocalProtocolError):
+        BweConfig(receiver_cap_growth=0.0)

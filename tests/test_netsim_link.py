@@ -1536,3 +1536,58 @@ def test_meta_travels_with_the_packet() -> None:
     (d,) = drain(link)
     assert d.meta == addr
     assert d.data == b"abc"
+
+
+# ---------------------------------------------------------------------------- the reader
+
+
+def test_a_reader_reads_at_its_rate_in_order_and_its_wait_is_delay() -> None:
+    # 1000-byte packets every ms (8 Mbit/s) to a process reading 4 Mbit/s: one every 2 ms
+    cfg = LinkConfig(delay_ms=10.0, read_kbps=4000.0, read_buffer_bytes=1_000_000)
+    link, out = stream(cfg, 50, size=1000)
+    assert [seq_of(d) for d in out] == list(range(50))
+    assert [d.time for d in out] == pytest.approx([0.010 + 0.002 * (i + 1) for i in range(50)])
+    assert link.reader_drops == 0
+    assert link.stats.dropped_by_reader == 0
+    # the wait in the socket is part of the one-way delay the link reports
+    assert link.stats.delay.percentiles_ms((50,))["p50"] > 30.0
+
+
+def test_a_full_socket_buffer_drops_and_counts() -> None:
+    # the buffer holds 4 packets; the reader takes one every 2 ms while two arrive
+    cfg = LinkConfig(read_kbps=4000.0, read_buffer_bytes=4000)
+    link, out = stream(cfg, 40, size=1000)
+    delivered = [seq_of(d) for d in out]
+    assert delivered == sorted(delivered)
+    assert link.reader_drops == link.stats.dropped_by_reader == 40 - len(delivered)
+    assert 15 <= link.reader_drops <= 20  # about half, once the buffer is full
+    assert link.stats.summary(end=1.0)["dropped_by_reader"] == link.reader_drops
+    assert link.stats.lost == 0  # the receiver's loss, not the path's
+
+
+def test_a_reader_that_stalls_takes_bursts() -> None:
+    # instant reads, but 10 ms of other work after every 4000 bytes
+    cfg = LinkConfig(read_stall_ms=10.0, read_stall_bytes=4000)
+    link, out = stream(cfg, 12, size=1000)
+    times = [round(d.time, 6) for d in out]
+    # four read as they arrive (0-3 ms), then the next ones wait for the end of the stall
+    assert times[:4] == [0.0, 0.001, 0.002, 0.003]
+    assert times[4:8] == [0.013] * 4
+    assert times[8:] == [0.023] * 4
+    assert link.reader_drops == 0
+
+
+def test_a_link_without_a_reader_says_so_and_one_added_later_starts_counting() -> None:
+    link = Link(LinkConfig(), rng=random.Random(1))
+    assert link.reader_drops is None
+    link.reconfigure(LinkConfig(read_kbps=1000.0), now=0.0)
+    assert link.reader_drops == 0
+
+
+@pytest.mark.parametrize("bad", [{"read_kbps": 0.0}, {"read_kbps": -1.0},
+                                 {"read_kbps": math.inf}, {"read_stall_ms": -1.0},
+                                 {"read_buffer_bytes": 100}, {"read_stall_bytes": 1.5},
+                                 {"read_buffer_bytes": True}])
+def test_reader_settings_are_checked(bad: dict[str, object]) -> None:
+    with pytest.raises(LocalProtocolError, match="read_"):
+        LinkConfig(**bad)  # type: ignore[arg-type]

@@ -298,6 +298,19 @@ class LinkConfig:
     """Probability that a packet is sent twice."""
     down: bool = False
     """Blackout: every packet offered while down is lost."""
+    read_kbps: float | None = None
+    """The receiving process takes the link's arrivals from its socket at this rate;
+    None (and no ``read_stall_ms``): as they arrive. With either, arrivals wait in a
+    socket receive buffer of ``read_buffer_bytes`` and the wait is part of their delay."""
+    read_stall_ms: float = 0.0
+    """After every ``read_stall_bytes`` it reads, the receiving process spends this long
+    on other work (a frame) before it reads again."""
+    read_stall_bytes: int = 32_768
+    """Bytes read between two stalls."""
+    read_buffer_bytes: int = 212_992
+    """The receiving socket's buffer (Linux's default): an arrival that does not fit is
+    dropped and counted, as a kernel drops it, and the receiving endpoint is told how
+    many were (``Session.receive_datagram(socket_drops=)``)."""
 
     def __post_init__(self) -> None:
         def finite_nonneg(name: str, value: float) -> None:
@@ -343,6 +356,21 @@ class LinkConfig:
         if not isinstance(self.loss, LossConfig):
             raise LocalProtocolError(f"loss must be a LossConfig, got {type(self.loss).__name__}")
         _check_probability("link", "duplicate", self.duplicate)
+        if self.read_kbps is not None:
+            finite_nonneg("read_kbps", self.read_kbps)
+            if self.read_kbps == 0:
+                raise LocalProtocolError("read_kbps must be > 0")
+        finite_nonneg("read_stall_ms", self.read_stall_ms)
+        for name in ("read_stall_bytes", "read_buffer_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1500:
+                raise LocalProtocolError(f"{name} must be an integer >= 1500, got {value!r}")
+
+    @property
+    def has_reader(self) -> bool:
+        """True when a receiving process with a rate or stalls reads the link's arrivals
+        through a socket buffer."""
+        return self.read_kbps is not None or self.read_stall_ms > 0
 
     @property
     def has_bottleneck(self) -> bool:

@@ -206,10 +206,17 @@ class Simulator:
             if (t := link.get_timer()) is None or t > now:
                 continue
             target = endpoints.get(dst)
-            for delivery in link.receive(now=now):
-                if target is not None:
+            deliveries = link.receive(now=now)
+            if target is None or not deliveries:
+                continue
+            drops = link.reader_drops
+            for delivery in deliveries:
+                if drops is None:
                     target.receive_datagram(delivery.data, src, now=now)
-                    touched[dst] = target
+                else:  # the receiving socket's drop count, as a kernel keeps it
+                    target.receive_datagram(delivery.data, src, now=now,  # type: ignore[call-arg]
+                                            socket_drops=drops)
+            touched[dst] = target
         for addr, t in self._ep_timers.items():
             if t is not None and t <= now:
                 ep = endpoints[addr]

@@ -129,7 +129,18 @@ class Link:
         self._drop_next = 0.0
         self._codel_count = 0
         self._codel_lastcount = 0
+        # the receiving process (``LinkConfig.read_*``): (read time, packet) waiting in
+        # its socket buffer, first in first out; None until a reader is configured
+        self._reading: deque[tuple[float, _Packet]] = deque()
+        self._reading_bytes = 0
+        self._reader_free_at = -math.inf
+        self._read_since_stall = 0
+        self.reader_drops: int | None = None
+        """Arrivals the receiving socket's buffer dropped so far (what a kernel counts
+        for the socket); None while no reader was ever configured."""
         self.config = config
+        if config.has_reader:
+            self.reader_drops = 0
         self._loss: LossProcess = make_loss_process(config.loss, rng)
         self._jitter = _jitter_sampler(config, rng)
         self._rate_bps = (config.rate_kbps or 0.0) * 1000.0
@@ -143,6 +154,8 @@ class Link:
         self._advance(now)
         old = self.config
         self.config = config
+        if config.has_reader and self.reader_drops is None:
+            self.reader_drops = 0
         if config.loss != old.loss:
             self._loss = make_loss_process(config.loss, self._rng)
         if (config.jitter_ms, config.jitter_distribution) != (old.jitter_ms,
@@ -202,8 +215,10 @@ class Link:
 
     def get_timer(self) -> float | None:
         """When the next packet leaves the link (or, where packets may be reordered, when
-        the bottleneck finishes one)."""
+        the bottleneck finishes one, or the receiving process reads one)."""
         t = self._in_flight[0][0] if self._in_flight else None
+        if self._reading and (t is None or self._reading[0][0] < t):
+            t = self._reading[0][0]
         if self._serving is not None:
             # In order, nothing behind the packet in service can arrive before it, so the
             # link need not wake up when it finishes; its arrival (fixed when its service
@@ -214,17 +229,59 @@ class Link:
         return t
 
     def receive(self, *, now: float) -> list[Delivery]:
-        """Packets that reached the far end by ``now``, in arrival order."""
+        """Packets that reached the far end by ``now`` (and, with a receiving process
+        configured, that it read by then), in arrival order."""
         self._advance(now)
         out: list[Delivery] = []
         flight = self._in_flight
+        reader = self.reader_drops is not None
         while flight and flight[0][0] <= now:
             t, _, pkt = heapq.heappop(flight)
-            self.stats.on_delivered(pkt.size, t - pkt.arrival)
-            if self.on_leave is not None:
-                self.on_leave(t, pkt.data)
-            out.append(Delivery(t, pkt.data, pkt.meta))
+            if reader:
+                self._read_until(t, out)
+                self._to_reader(pkt, t)
+                continue
+            self._deliver(pkt, t, out)
+        if reader:
+            self._read_until(now, out)
         return out
+
+    def _deliver(self, pkt: _Packet, t: float, out: list[Delivery]) -> None:
+        self.stats.on_delivered(pkt.size, t - pkt.arrival)
+        if self.on_leave is not None:
+            self.on_leave(t, pkt.data)
+        out.append(Delivery(t, pkt.data, pkt.meta))
+
+    def _read_until(self, t: float, out: list[Delivery]) -> None:
+        """Hand over what the receiving process has read by ``t``."""
+        reading = self._reading
+        while reading and reading[0][0] <= t:
+            at, pkt = reading.popleft()
+            self._reading_bytes -= pkt.size
+            self._deliver(pkt, at, out)
+
+    def _to_reader(self, pkt: _Packet, t: float) -> None:
+        """``pkt`` reached the receiving socket at ``t``: dropped if its buffer is full,
+        else read once the process has read what came before it (at its rate, after its
+        stalls). Reconfigured without a reader, what is buffered is still read first."""
+        cfg = self.config
+        if cfg.has_reader and self._reading_bytes + pkt.size > cfg.read_buffer_bytes:
+            self.stats.dropped_by_reader += 1
+            assert self.reader_drops is not None
+            self.reader_drops += 1
+            return
+        at = max(t, self._reader_free_at)
+        if cfg.read_kbps is not None:
+            at += pkt.size * 8.0 / (cfg.read_kbps * 1000.0)
+        free = at
+        if cfg.read_stall_ms > 0:
+            self._read_since_stall += pkt.size
+            if self._read_since_stall >= cfg.read_stall_bytes:
+                self._read_since_stall = 0
+                free = at + cfg.read_stall_ms / 1000.0
+        self._reader_free_at = free
+        self._reading.append((at, pkt))
+        self._reading_bytes += pkt.size
 
     @property
     def queue_packets(self) -> int:

@@ -68,8 +68,10 @@ class ServerEndpoint:
         self.dropped = 0
         """Datagrams dropped: unparsable first packets, or over the session limit."""
 
-    def receive_datagram(self, data: bytes, addr: Address, *, now: float) -> None:
-        """Route a datagram to its session, creating it for a new client."""
+    def receive_datagram(self, data: bytes, addr: Address, *, now: float,
+                         socket_drops: int | None = None) -> None:
+        """Route a datagram to its session, creating it for a new client (``socket_drops``
+        as for :meth:`Session.receive_datagram`)."""
         session = self.sessions.get(addr)
         if session is None:
             if len(self.sessions) >= K_MAX_SERVER_SESSIONS:
@@ -85,7 +87,7 @@ class ServerEndpoint:
             self.sessions[addr] = session
             if self._on_session is not None:
                 self._on_session(session, addr)
-        session.receive_datagram(data, addr, now=now)
+        session.receive_datagram(data, addr, now=now, socket_drops=socket_drops)
 
     def handle_timer(self, *, now: float) -> None:
         """Fire the timers of sessions that are due."""

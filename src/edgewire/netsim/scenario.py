@@ -73,6 +73,10 @@ _LINK_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "loss": (dict, "a loss model table"),
     "duplicate": ((int, float), "duplication probability"),
     "down": (bool, "true: blackout"),
+    "read_kbps": ((int, float), "rate the receiving process reads its socket at, kbit/s"),
+    "read_stall_ms": ((int, float), "the receiving process's work between reads, ms"),
+    "read_stall_bytes": (int, "bytes the receiving process reads between two stalls"),
+    "read_buffer_bytes": (int, "the receiving socket's buffer in bytes"),
 }
 # Keys that replace one another: giving one in an override or event clears the others.
 _EXCLUSIVE = (("rate_kbps", "trace"), ("queue_packets", "queue_bytes", "queue_ms"))
@@ -321,7 +325,7 @@ class _Parser:
         elif "trace_start_ms" in raw:
             raise self.error(f"{where}.trace_start_ms", "needs a trace to start into")
         for key in ("rate_kbps", "delay_ms", "jitter_ms", "queue_ms", "duplicate",
-                    "codel_target_ms", "codel_interval_ms"):
+                    "codel_target_ms", "codel_interval_ms", "read_kbps", "read_stall_ms"):
             if key in kwargs:
                 kwargs[key] = float(kwargs[key])
         try:

@@ -84,6 +84,9 @@ class LinkStats:
     """Of those, packets CoDel dropped."""
     duplicated: int = 0
     """Extra copies the link made."""
+    dropped_by_reader: int = 0
+    """Packets that reached the far end and found the receiving socket's buffer full
+    (``LinkConfig.read_*``): the receiver's loss, not the path's (not in ``lost``)."""
     delay: Samples = field(default_factory=Samples)
     """One-way delay (offer to delivery) of delivered packets, seconds."""
     queue_delay: Samples = field(default_factory=Samples)
@@ -228,6 +231,7 @@ class LinkStats:
             "dropped_by_queue": self.dropped_by_queue,
             "dropped_by_aqm": self.dropped_by_aqm,
             "duplicated": self.duplicated,
+            "dropped_by_reader": self.dropped_by_reader,
             "loss_rate": round(self.lost / offered, 6) if offered else 0.0,
             "mean_burst_length": (round(self.lost_in_runs / self.loss_runs, 4)
                                   if self.loss_runs else None),

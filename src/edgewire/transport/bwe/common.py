@@ -81,6 +81,10 @@ class FeedbackEstimator(BandwidthEstimator):
             "receiver_backoffs": 0,
         }
         self._receiver_backoff_at = -math.inf
+        # the rate the receiver's drops allow (None: no drops, or long since outgrown),
+        # and when it last grew
+        self._receiver_cap: float | None = None
+        self._receiver_cap_at = 0.0
 
     # ------------------------------------------------------------------ the interface
 
@@ -172,6 +176,8 @@ class FeedbackEstimator(BandwidthEstimator):
         c["packets_received"] += received + recovered
         self._loss.on_report(now=now, received=received, lost=lost, recovered=recovered)
         self._update(now)
+        if self._receiver_cap is not None:
+            self._follow_receiver_cap(now)
 
     def on_receiver_drops(self, dropped: int, *, now: float) -> None:
         """The receiver's socket dropped ``dropped`` datagrams: the target falls to
@@ -190,7 +196,24 @@ class FeedbackEstimator(BandwidthEstimator):
         c["receiver_backoffs"] += 1
         read = self._acked.recent_bps(self._config.acked_recent_span)
         limit = self._target if read is None else min(self._target, read)
-        self._limit_to(self._clamp(self._config.receiver_drop_backoff * limit), now)
+        cap = self._clamp(self._config.receiver_drop_backoff * limit)
+        self._receiver_cap, self._receiver_cap_at = cap, now
+        self._limit_to(cap, now)
+
+    def _follow_receiver_cap(self, now: float) -> None:
+        """Hold the target under the receiver's cap, which grows by
+        ``receiver_cap_growth`` a second while no drop comes, and is let go once it is
+        twice the target (something else limits the sender then)."""
+        cap = self._receiver_cap
+        assert cap is not None
+        cap *= (1.0 + self._config.receiver_cap_growth) ** max(0.0, now - self._receiver_cap_at)
+        self._receiver_cap_at = now
+        if cap >= 2.0 * self._target or cap >= self._config.max_bps:
+            self._receiver_cap = None
+            return
+        self._receiver_cap = cap
+        if self._target > cap:
+            self._limit_to(cap, now)
 
     def on_timer(self, *, now: float) -> None:
         """Feedback timeout (and the subclass's own deadlines)."""
@@ -268,6 +291,7 @@ class FeedbackEstimator(BandwidthEstimator):
             "loss_rate": self._loss.loss_rate,
             "inherent_loss": self._loss.inherent_loss,
             "rtt": self._rtt,
+            "receiver_cap_bps": self._receiver_cap,
             **self._counters,
             "tracked_sequences": len(self._seen),
             "acked_window_packets": len(self._acked),

@@ -367,9 +367,7 @@ class DeliveryEstimator(FeedbackEstimator):
         if self._startup:
             self._startup = False
             self._startup_ended_at = now
-        if self._rate > bps:
-            self._rate = bps
-            self._decreases += 1
+        self._rate = min(self._rate, bps)
         super()._limit_to(bps, now)
 
     def _on_timeout(self, now: float) -> None:
