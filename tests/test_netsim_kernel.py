@@ -520,6 +520,8 @@ def test_from_link_config_refuses_what_netem_cannot_do() -> None:
     assert "edgewire netsim relay" in str(info.value)
     with pytest.raises(LocalProtocolError, match="codel"):
         NetemSpec.from_link_config(LinkConfig(rate_kbps=1000, aqm="codel"))
+    with pytest.raises(LocalProtocolError, match="receiving process"):
+        NetemSpec.from_link_config(LinkConfig(read_stall_ms=5.0))
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -511,3 +511,14 @@ def test_cli_runs_until_interrupted(tmp_path: Path) -> None:
     assert stats["clients"] == 0
     assert set(stats["links"]) == {"uplink", "downlink"}
     assert "Traceback" not in err
+
+
+@pytest.mark.asyncio
+async def test_a_simulated_receiving_process_is_refused() -> None:
+    """netsim's reader model stands for the receiving program, which behind the relay is
+    real: a scenario with one, in its links or in an event, is a clear error."""
+    base = {"name": "r", "duration_s": 1, "link": {"delay_ms": 5}}
+    for table in ({**base, "downlink": {"read_kbps": 1000}},
+                  {**base, "events": [{"at_s": 0.5, "uplink": {"read_stall_ms": 2}}]}):
+        with pytest.raises(LocalProtocolError, match="receiving process"):
+            await start_relay(("127.0.0.1", 0), ("127.0.0.1", 9), parse_scenario(table))

@@ -204,6 +204,10 @@ LINK_CASES: dict[str, tuple[str, Any]] = {
     "loss": ('{ model = "bernoulli", rate = 0.02 }', BernoulliLoss(rate=0.02)),
     "duplicate": ("0.01", 0.01),
     "down": ("true", True),
+    "read_kbps": ("20000", 20000.0),
+    "read_stall_ms": ("5", 5.0),
+    "read_stall_bytes": ("65536", 65536),
+    "read_buffer_bytes": ("425984", 425984),
 }
 
 

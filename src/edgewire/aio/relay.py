@@ -505,6 +505,12 @@ async def start_relay(
                                      "pair of LinkConfig")
         events, default_seed = (), 1
     seed = default_seed if seed is None else seed
+    configs = [uplink_cfg, downlink_cfg, *(c for ev in events
+                                           for c in (ev.uplink, ev.downlink) if c is not None)]
+    if any(c.has_reader for c in configs):
+        raise LocalProtocolError(
+            "read_kbps / read_stall_ms model the receiving process in a simulation; the "
+            "relay's receivers are real programs: leave them out of a relayed scenario")
     if not isinstance(max_clients, int) or max_clients < 1:
         raise LocalProtocolError(f"max_clients must be an integer >= 1, got {max_clients!r}")
     if not (isinstance(idle_timeout_s, int | float) and math.isfinite(idle_timeout_s)

@@ -288,6 +288,10 @@ class NetemSpec:
             raise LocalProtocolError(
                 f"the kernel backend has no {cfg.aqm} queue (tbf drops at the tail): use the "
                 f"simulator (edgewire netsim run) or the relay (edgewire netsim relay)")
+        if cfg.has_reader:
+            raise LocalProtocolError(
+                "read_kbps / read_stall_ms model the receiving process in a simulation; "
+                "behind the kernel backend the receivers are real programs")
         queue_packets: int | None = None
         queue_bytes: int | None = None
         if cfg.rate_kbps is not None:
