@@ -8,7 +8,9 @@ Python it executes and, for a seed, the same every time.
 
 Endpoints are anything with aioquic's sans-I/O shape (an edgewire
 :class:`~edgewire.transport.Session` is one): ``receive_datagram(data, addr, now=)``,
-``handle_timer(now=)``, ``get_timer()``, ``datagrams_to_send(now=)``.
+``handle_timer(now=)``, ``get_timer()``, ``datagrams_to_send(now=)``. Behind a link that
+models the receiving process (``LinkConfig.read_*``), ``receive_datagram`` also gets
+``socket_drops=``, the running count of what its socket buffer dropped.
 """
 
 from __future__ import annotations
