@@ -130,7 +130,7 @@ class Link:
         self._codel_count = 0
         self._codel_lastcount = 0
         # the receiving process (``LinkConfig.read_*``): (read time, packet) waiting in
-        # its socket buffer, first in first out; None until a reader is configured
+        # its socket buffer, first in first out (used once a reader was configured)
         self._reading: deque[tuple[float, _Packet]] = deque()
         self._reading_bytes = 0
         self._reader_free_at = -math.inf
@@ -241,7 +241,11 @@ class Link:
                 self._read_until(t, out)
                 self._to_reader(pkt, t)
                 continue
-            self._deliver(pkt, t, out)
+            # inline (once per packet of every run): what _deliver does
+            self.stats.on_delivered(pkt.size, t - pkt.arrival)
+            if self.on_leave is not None:
+                self.on_leave(t, pkt.data)
+            out.append(Delivery(t, pkt.data, pkt.meta))
         if reader:
             self._read_until(now, out)
         return out
