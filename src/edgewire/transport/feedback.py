@@ -159,10 +159,12 @@ def decode_feedback(data: bytes | memoryview) -> Feedback:
     vt, flags, seq, base, count, ref = _HEADER.unpack_from(data)
     if vt != (WIRE_VERSION << 4) | TYPE_FEEDBACK:
         raise RemoteProtocolError("not a feedback datagram")
-    drops = flags & K_MAX_REPORTED_DROPS
-    if bool(flags & _DROPS_FLAG) != bool(drops):
-        raise RemoteProtocolError(f"feedback flags 0x{flags:02x}: a drop count needs the "
-                                  f"0x80 flag and the flag a count of 1..127")
+    drops = 0
+    if flags:  # the receiver's socket drops: 0x80 | a count of 1..127
+        drops = flags & K_MAX_REPORTED_DROPS
+        if not flags & _DROPS_FLAG or not drops:
+            raise RemoteProtocolError(f"feedback flags 0x{flags:02x}: a drop count needs "
+                                      f"the 0x80 flag and the flag a count of 1..127")
     if not 0 < count <= MAX_FEEDBACK_PACKETS:
         raise RemoteProtocolError(f"feedback packet count {count} out of 1..4096")
     if base > MAX_PACKET_NUMBER - count:
