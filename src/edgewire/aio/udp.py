@@ -123,11 +123,8 @@ class UdpEndpoint:
         self._closing = False
         self._closed = False
         self.counters = UdpCounters()
-        self._drops_base = self._read_drops()
-        self.socket_drops: int | None = None if self._drops_base is None else 0
-        """Datagrams the kernel dropped for this socket since the endpoint took it over,
-        as of the latest wake-up (wraps at 2**32, as the kernel's counter does); None
-        where the system does not say."""
+        # the kernel's drop counter when last read (None: the system does not say)
+        self._drops_seen = self._read_drops()
         sock.setblocking(False)
         try:
             self._loop.add_reader(self._fd, self._read_ready)
@@ -152,6 +149,13 @@ class UdpEndpoint:
         return int(self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     @property
+    def socket_drops(self) -> int | None:
+        """Datagrams the kernel dropped for this socket since the endpoint took it over,
+        as of the latest wake-up (``counters.kernel_drops``); None where the system does
+        not say."""
+        return None if self._drops_seen is None else self.counters.kernel_drops
+
+    @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
         return self._closing
@@ -173,18 +177,15 @@ class UdpEndpoint:
             return None
         return int(_MEMINFO.unpack_from(raw)[K_MEMINFO_DROPS])
 
-    def _note_drops(self) -> None:
+    def _note_drops(self, seen: int) -> None:
         total = self._read_drops()
-        if total is None or self._drops_base is None:
-            return
-        drops = (total - self._drops_base) & 0xFFFFFFFF
-        if self.socket_drops is not None and drops != self.socket_drops:
-            self.counters.kernel_drops += (drops - self.socket_drops) & 0xFFFFFFFF
-            self.socket_drops = drops
+        if total is not None:  # the kernel's counter is 32 bits and wraps
+            self.counters.kernel_drops += (total - seen) & 0xFFFFFFFF
+            self._drops_seen = total
 
     def _read_ready(self) -> None:
-        if self._drops_base is not None:
-            self._note_drops()  # before the batch: what overflowed while it waited
+        if self._drops_seen is not None:
+            self._note_drops(self._drops_seen)  # before the batch: what overflowed meanwhile
         read = 0
         try:
             while read < self._max_batch and not self._closing:
