@@ -177,15 +177,15 @@ class UdpEndpoint:
             return None
         return int(_MEMINFO.unpack_from(raw)[K_MEMINFO_DROPS])
 
-    def _note_drops(self, seen: int) -> None:
-        total = self._read_drops()
-        if total is not None:  # the kernel's counter is 32 bits and wraps
+    def _note_drops(self) -> None:
+        seen, total = self._drops_seen, self._read_drops()
+        if seen is not None and total is not None:  # a 32-bit counter: it wraps
             self.counters.kernel_drops += (total - seen) & 0xFFFFFFFF
             self._drops_seen = total
 
     def _read_ready(self) -> None:
         if self._drops_seen is not None:
-            self._note_drops(self._drops_seen)  # before the batch: what overflowed meanwhile
+            self._note_drops()  # before the batch: what overflowed while it waited
         read = 0
         try:
             while read < self._max_batch and not self._closing:

@@ -316,15 +316,11 @@ class HealthMonitor:
     def _silence_limit(self, rtt: float | None) -> float:
         return max(self.config.down_after_s, (rtt or 0.0) + K_SILENCE_RTT_MARGIN)
 
-    def _loss(self, start: float) -> tuple[float | None, float | None, int, int]:
-        """(loss rate, mean burst length, packets, received bytes) since ``start``."""
-        rate, burst, total, size, _ = self._loss_parts(start)
-        return rate, burst, total, size
-
-    def _loss_parts(self, start: float
-                    ) -> tuple[float | None, float | None, int, int, float | None]:
-        """:meth:`_loss`, and the part of the loss rate the peer's socket dropped (its
-        drops, at most the packets lost, over the packets)."""
+    def _loss(self, start: float
+              ) -> tuple[float | None, float | None, int, int, float | None]:
+        """(loss rate, mean burst length, packets, received bytes, the part of the loss
+        rate the peer's socket dropped: its drops, at most the packets lost, over the
+        packets) since ``start``."""
         rec = lost = bursts = size = drops = 0
         for row in self._fb.since(start):
             rec += int(row[1])
@@ -345,7 +341,7 @@ class HealthMonitor:
         for w in (self._fb, self._owd_base, self._rtt, self._rtt_base):
             w.trim(now)
         start = now - cfg.window_s
-        rate, burst, packets, size, receiver = self._loss_parts(start)
+        rate, burst, packets, size, receiver = self._loss(start)
         span = min(cfg.window_s, now - (self._first_seen if self._first_seen is not None
                                         else now))
         rtts = sorted(r[1] for r in self._rtt.rows)
@@ -449,7 +445,7 @@ class HealthMonitor:
                 self._set_tier(upper)
         else:
             self._better_since = None
-        short, _, n, _ = self._loss(now - cfg.spike_window_s)
+        short, _, n, _, _ = self._loss(now - cfg.spike_window_s)
         if short is not None and n >= K_SPIKE_MIN_PACKETS:
             # a spike must be large and unlikely to be noise: the excess over the last
             # report's rate beyond K_SPIKE_SIGMAS binomial deviations of that rate
